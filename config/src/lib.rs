@@ -1,0 +1,24 @@
+//! # Forecourt policy files
+//!
+//! ```text
+//!  policy.yaml ──► serde (syntax, types, unknown fields) ──► PolicyFile ──► Checker ──► Policy
+//!       │                                                                     ▲
+//!       └──────────► SourceMap (node path → line:column) ─────────────────────┘
+//! ```
+//!
+//! A policy file is parsed and checked in full before anything uses it: every problem is
+//! reported with its file, line and column, and a file with any problem yields no [`Policy`].
+//! Nothing here does IO except [`Policy::load`] reading the file.
+
+#![forbid(unsafe_code)]
+
+mod policy;
+pub mod schema;
+pub mod source_map;
+
+pub use policy::{
+    Ejection, HealthCheck, InstanceConfig, Listeners, LoadError, Metadata, Policy, Problem,
+    RouteConfig, ServiceConfig, Timeouts, DEFAULT_ADMIN_ADDR, DEFAULT_FLAG_HEADER,
+    DEFAULT_PROXY_ADDR, DEFAULT_TENANT_HEADER, DEFAULT_VERSION, MAX_RETRIES,
+};
+pub use source_map::Position;

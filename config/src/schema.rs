@@ -1,0 +1,200 @@
+//! The policy file as written: every field optional where a default exists, unknown fields refused.
+//!
+//! These types mirror the YAML one to one. [`crate::Policy`] is what the rest of Forecourt uses:
+//! the same content with defaults filled in and every value checked.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// The top level of a policy file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFile {
+    /// Where the proxy and the admin API listen.
+    #[serde(default)]
+    pub listeners: ListenersSpec,
+    /// Which request headers carry the tenant and the feature flag.
+    #[serde(default)]
+    pub metadata: MetadataSpec,
+    /// Settings every service inherits unless it overrides them.
+    #[serde(default)]
+    pub defaults: ServiceSettingsSpec,
+    /// The services requests are routed to.
+    #[serde(default)]
+    pub services: Vec<ServiceSpec>,
+}
+
+/// Listener addresses, as `ip:port` strings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenersSpec {
+    /// The proxy listener (tenant traffic).
+    pub proxy: Option<String>,
+    /// The admin API listener.
+    pub admin: Option<String>,
+}
+
+/// Request metadata extraction.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetadataSpec {
+    /// The header that names the tenant (default `x-tenant-id`).
+    pub tenant_header: Option<String>,
+    /// Where the feature flag is read from.
+    pub feature_flag: Option<FeatureFlagSpec>,
+    /// Named tenant classes, each a list of tenant ids (bounds metric label cardinality).
+    #[serde(default)]
+    pub tenant_classes: Vec<TenantClassSpec>,
+    /// The class of a tenant that no class lists (default `standard`).
+    pub default_tenant_class: Option<String>,
+}
+
+/// The header and/or cookie carrying the feature flag.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureFlagSpec {
+    /// Header name (default `x-feature-flag`).
+    pub header: Option<String>,
+    /// Cookie name, checked when the header is absent.
+    pub cookie: Option<String>,
+}
+
+/// One tenant class.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantClassSpec {
+    /// Class name, used as a metric label.
+    pub name: String,
+    /// Tenant ids in this class.
+    #[serde(default)]
+    pub tenants: Vec<String>,
+}
+
+/// Per-service settings; in `defaults` they apply to every service.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSettingsSpec {
+    /// Upstream timeouts.
+    pub timeouts: Option<TimeoutsSpec>,
+    /// Active health checking.
+    pub health_check: Option<HealthCheckSpec>,
+    /// Passive ejection on failures seen in live traffic.
+    pub ejection: Option<EjectionSpec>,
+    /// How many other instances to try when a connection fails.
+    pub retries: Option<u32>,
+    /// Seconds a client is told to wait (`Retry-After`) when no instance is ready.
+    pub retry_after: Option<u32>,
+}
+
+/// Upstream timeouts.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsSpec {
+    /// TCP connect timeout.
+    #[serde(default, deserialize_with = "duration")]
+    pub connect: Option<Duration>,
+    /// Timeout of each read from the upstream.
+    #[serde(default, deserialize_with = "duration")]
+    pub read: Option<Duration>,
+    /// Timeout of each write to the upstream.
+    #[serde(default, deserialize_with = "duration")]
+    pub write: Option<Duration>,
+    /// How long a pooled upstream connection may stay idle.
+    #[serde(default, deserialize_with = "duration")]
+    pub idle: Option<Duration>,
+}
+
+/// Active health check settings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckSpec {
+    /// HTTP path probed with GET.
+    pub path: Option<String>,
+    /// Time between probes.
+    #[serde(default, deserialize_with = "duration")]
+    pub interval: Option<Duration>,
+    /// Probe timeout.
+    #[serde(default, deserialize_with = "duration")]
+    pub timeout: Option<Duration>,
+    /// Consecutive successes before an instance is routed to.
+    pub healthy_threshold: Option<u32>,
+    /// Consecutive failures before an instance is taken out.
+    pub unhealthy_threshold: Option<u32>,
+}
+
+/// Passive ejection back-off.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EjectionSpec {
+    /// First ejection length.
+    #[serde(default, deserialize_with = "duration")]
+    pub base: Option<Duration>,
+    /// Longest ejection after repeated failures.
+    #[serde(default, deserialize_with = "duration")]
+    pub max: Option<Duration>,
+}
+
+/// One service.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    /// Unique name, a DNS label (`[a-z0-9-]`).
+    pub name: String,
+    /// How requests are mapped to this service.
+    #[serde(default)]
+    pub routes: Vec<RouteSpec>,
+    /// The instances of this service (static list).
+    #[serde(default)]
+    pub instances: Vec<InstanceSpec>,
+    /// Overrides `defaults.timeouts`, field by field.
+    pub timeouts: Option<TimeoutsSpec>,
+    /// Overrides `defaults.health_check`, field by field.
+    pub health_check: Option<HealthCheckSpec>,
+    /// Overrides `defaults.ejection`, field by field.
+    pub ejection: Option<EjectionSpec>,
+    /// Overrides `defaults.retries`.
+    pub retries: Option<u32>,
+    /// Overrides `defaults.retry_after`.
+    pub retry_after: Option<u32>,
+}
+
+/// One route: every criterion given must match.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    /// Exact host (port ignored, case-insensitive).
+    pub host: Option<String>,
+    /// Path prefix, matched on segment boundaries unless it ends in `/`.
+    pub path_prefix: Option<String>,
+    /// A header that must be present with this exact value.
+    pub header: Option<HeaderMatchSpec>,
+}
+
+/// A header name and value to match.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderMatchSpec {
+    /// Header name (case-insensitive).
+    pub name: String,
+    /// Exact value.
+    pub value: String,
+}
+
+/// One instance of a service.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceSpec {
+    /// `ip:port` of the instance.
+    pub address: String,
+    /// Version label (default `stable`).
+    pub version: Option<String>,
+}
+
+/// Parses `"1s"`, `"250ms"`, `"1m 30s"` into a [`Duration`].
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    humantime::parse_duration(&text)
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?}: {e}")))
+}
