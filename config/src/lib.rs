@@ -17,7 +17,7 @@ pub mod schema;
 pub mod source_map;
 
 pub use policy::{
-    Ejection, HealthCheck, InstanceConfig, Listeners, LoadError, Metadata, Policy, Problem,
+    Ejection, HealthCheck, InstanceConfig, Limits, Listeners, LoadError, Metadata, Policy, Problem,
     RouteConfig, ServiceConfig, Timeouts, DEFAULT_ADMIN_ADDR, DEFAULT_FLAG_HEADER,
     DEFAULT_PROXY_ADDR, DEFAULT_TENANT_HEADER, DEFAULT_VERSION, MAX_RETRIES,
 };

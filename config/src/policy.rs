@@ -32,6 +32,8 @@ pub struct Policy {
     pub listeners: Listeners,
     /// Request metadata extraction.
     pub metadata: Metadata,
+    /// Limits on what a client may send.
+    pub limits: Limits,
     /// The services, in file order.
     pub services: Vec<ServiceConfig>,
 }
@@ -43,6 +45,15 @@ pub struct Listeners {
     pub proxy: SocketAddr,
     /// Admin API.
     pub admin: SocketAddr,
+}
+
+/// Limits on requests, checked before routing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request header block in bytes.
+    pub max_header_bytes: usize,
+    /// Longest request target in bytes.
+    pub max_uri_bytes: usize,
 }
 
 /// Which headers carry request metadata (names are lowercase).
@@ -290,6 +301,20 @@ impl Checker<'_> {
             );
         }
         let metadata = self.metadata(raw.metadata);
+        let limits = Limits {
+            max_header_bytes: raw.limits.max_header_bytes.unwrap_or(32 * 1024),
+            max_uri_bytes: raw.limits.max_uri_bytes.unwrap_or(8 * 1024),
+        };
+        // Pingora itself refuses header blocks above 1 MiB.
+        if !(1024..=1024 * 1024).contains(&limits.max_header_bytes) {
+            self.problem(
+                "limits.max_header_bytes",
+                "must be between 1024 and 1048576",
+            );
+        }
+        if !(256..=64 * 1024).contains(&limits.max_uri_bytes) {
+            self.problem("limits.max_uri_bytes", "must be between 256 and 65536");
+        }
         let mut services = Vec::with_capacity(raw.services.len());
         let mut names = HashSet::new();
         let mut routes = HashSet::new();
@@ -315,6 +340,7 @@ impl Checker<'_> {
         Policy {
             listeners,
             metadata,
+            limits,
             services,
         }
     }

@@ -17,6 +17,9 @@ pub struct PolicyFile {
     /// Which request headers carry the tenant and the feature flag.
     #[serde(default)]
     pub metadata: MetadataSpec,
+    /// Limits on what a client may send.
+    #[serde(default)]
+    pub limits: LimitsSpec,
     /// Settings every service inherits unless it overrides them.
     #[serde(default)]
     pub defaults: ServiceSettingsSpec,
@@ -33,6 +36,16 @@ pub struct ListenersSpec {
     pub proxy: Option<String>,
     /// The admin API listener.
     pub admin: Option<String>,
+}
+
+/// Limits on requests, checked before routing.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSpec {
+    /// Largest request header block in bytes (default 32768); larger gets 431.
+    pub max_header_bytes: Option<usize>,
+    /// Longest request target in bytes (default 8192); longer gets 414.
+    pub max_uri_bytes: Option<usize>,
 }
 
 /// Request metadata extraction.

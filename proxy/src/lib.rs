@@ -1,1 +1,27 @@
-//! placeholder
+//! # Forecourt proxy
+//!
+//! ```text
+//!  client ──► Pingora listener ──► request_filter ──► upstream_peer ──► instance
+//!                                   │ refuse / classify     │ P2C over the
+//!                                   │ tenant, flag          │ confirmed-ready set
+//!                                   ▼                       ▼
+//!                              Snapshot (ArcSwap)      ReadySet (ArcSwap) ◄── health checker
+//!                                   │
+//!  admin API (hyper) ◄──────────────┴── readiness, /metrics
+//! ```
+//!
+//! The request path reads immutable snapshots and bumps atomics; everything slow runs in
+//! background services.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod backend;
+pub mod balance;
+pub mod demo;
+pub mod metadata;
+pub mod metrics;
+pub mod proxy;
+pub mod routes;
+pub mod server;
+pub mod state;

@@ -1,1 +1,191 @@
-fn main() {}
+//! The `forecourt` binary: run the proxy, check a policy file, run the sample backend or the demo.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use forecourt_config::{LoadError, Policy};
+use forecourt_predictor::SystemClock;
+use forecourt_proxy::{backend, demo, server, state::FrontDoor};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Forecourt: a predictive front door.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the proxy with a policy file.
+    Run {
+        /// The policy file.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Proxy worker threads (default: one per core).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Take over the sockets of a running Forecourt (graceful upgrade).
+        #[arg(long)]
+        upgrade: bool,
+    },
+    /// Validate a policy file and print every problem with its line; exits 1 on problems.
+    Check {
+        /// The policy file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Run Forecourt's sample backend (for demos, tests and benchmarks).
+    Backend {
+        /// Port to listen on.
+        #[arg(long)]
+        port: u16,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: std::net::IpAddr,
+        /// Wait this long before listening, e.g. "3s" (a real cold start).
+        #[arg(long, value_parser = humantime_duration, default_value = "0s")]
+        boot_delay: Duration,
+    },
+    /// Run the proxy on the embedded example policy in front of sample backends, with traffic.
+    Demo {
+        /// How long traffic runs, e.g. "20s".
+        #[arg(long, value_parser = humantime_duration, default_value = "20s")]
+        duration: Duration,
+        /// Peak requests per second.
+        #[arg(long, default_value_t = 200)]
+        peak_rps: u32,
+    },
+}
+
+fn humantime_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| e.to_string())
+}
+
+fn init_logs(format: LogFormat, default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+fn print_problems(error: &LoadError) {
+    match error {
+        LoadError::Invalid { problems, .. } => {
+            for problem in problems {
+                eprintln!("{problem}");
+            }
+        }
+        other => eprintln!(
+            "error: {other}: {}",
+            std::error::Error::source(other).map_or(String::new(), |s| s.to_string())
+        ),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => match Policy::load(&config) {
+            Ok(policy) => {
+                println!(
+                    "{}: ok ({} services)",
+                    config.display(),
+                    policy.services.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                print_problems(&e);
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run {
+            config,
+            threads,
+            upgrade,
+        } => {
+            init_logs(cli.log_format, "info");
+            let policy = match Policy::load(&config) {
+                Ok(p) => p,
+                Err(e) => {
+                    print_problems(&e);
+                    return ExitCode::FAILURE;
+                }
+            };
+            let front_door = Arc::new(FrontDoor::new(policy, Arc::new(SystemClock::new())));
+            let threads = threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            match server::build(front_door, &server::ServerOptions { threads, upgrade }) {
+                Ok(server) => server.run_forever(),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Backend {
+            port,
+            host,
+            boot_delay,
+        } => {
+            init_logs(cli.log_format, "warn");
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: unable to start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let options = backend::BackendOptions {
+                listen: (host, port).into(),
+                boot_delay,
+            };
+            match runtime.block_on(backend::run(options)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: sample backend on {host}:{port}: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Demo { duration, peak_rps } => {
+            init_logs(cli.log_format, "warn");
+            match demo::run(demo::DemoOptions { duration, peak_rps }) {
+                Ok(summary) => {
+                    println!("{summary}");
+                    // Pingora's server thread has no clean stop from outside: end here.
+                    std::process::exit(0)
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

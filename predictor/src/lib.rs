@@ -1,0 +1,3 @@
+//! placeholder
+pub mod clock;
+pub use clock::{Clock, ManualClock, SystemClock};

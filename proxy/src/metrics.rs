@@ -1,0 +1,317 @@
+//! Request metrics, recorded with relaxed atomics only and rendered in Prometheus text format.
+//!
+//! Latencies go into a log-linear atomic histogram (8 sub-buckets per power of two, about 12%
+//! relative width) so recording takes no lock; scrapes merge it into an `hdrhistogram` for
+//! quantiles and export cumulative buckets.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+/// Sub-buckets per power of two.
+const SUB: u64 = 8;
+/// Number of histogram buckets (covers all of u64 microseconds).
+const BUCKETS: usize = 8 + 61 * SUB as usize;
+/// Status codes 100..=599 are counted one by one.
+const CODES: usize = 500;
+
+/// Prometheus bucket bounds for request latency, in seconds.
+pub const LATENCY_BOUNDS_S: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A lock-free latency histogram in microseconds.
+#[derive(Debug)]
+pub struct LatencyHistogram {
+    buckets: Box<[AtomicU64]>,
+    sum_us: AtomicU64,
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        Self {
+            buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+}
+
+/// The bucket of a value in microseconds.
+fn bucket_of(us: u64) -> usize {
+    if us < SUB {
+        return us as usize;
+    }
+    let exp = 63 - us.leading_zeros() as u64; // >= 3
+    let sub = (us >> (exp - 3)) - SUB; // 0..8
+    (SUB + (exp - 3) * SUB + sub) as usize
+}
+
+/// The smallest value in bucket `i`.
+fn bucket_low(i: usize) -> u64 {
+    let i = i as u64;
+    if i < SUB {
+        return i;
+    }
+    let exp = (i - SUB) / SUB + 3;
+    let sub = (i - SUB) % SUB;
+    (SUB + sub) << (exp - 3)
+}
+
+// === impl LatencyHistogram ===
+
+impl LatencyHistogram {
+    /// Records one latency.
+    pub fn record(&self, latency: Duration) {
+        let us = latency.as_micros().min(u128::from(u64::MAX)) as u64;
+        self.buckets[bucket_of(us)].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// Merges the counts into an `hdrhistogram` (each bucket at its low bound).
+    pub fn snapshot(&self) -> (Histogram<u64>, u64) {
+        let mut h = Histogram::<u64>::new(3).unwrap_or_else(|_| unreachable_histogram());
+        for (i, b) in self.buckets.iter().enumerate() {
+            let n = b.load(Ordering::Relaxed);
+            if n > 0 {
+                let _ = h.record_n(bucket_low(i).max(1), n);
+            }
+        }
+        (h, self.sum_us.load(Ordering::Relaxed))
+    }
+}
+
+/// `Histogram::new(3)` only fails for precision above 5.
+fn unreachable_histogram() -> Histogram<u64> {
+    Histogram::<u64>::new(2).unwrap_or_else(|_| panic!("hdrhistogram rejects precision 2"))
+}
+
+/// Counters of one service.
+#[derive(Debug)]
+pub struct ServiceMetrics {
+    /// `[tenant class][status - 100]`.
+    requests: Box<[AtomicU64]>,
+    classes: usize,
+    /// Time from request start to response end.
+    pub latency: LatencyHistogram,
+    /// Connections to an instance that failed.
+    pub connect_failures: AtomicU64,
+    /// Attempts on another instance after a failure.
+    pub retries: AtomicU64,
+    /// Requests answered 503 because no instance was ready.
+    pub no_ready_instance: AtomicU64,
+}
+
+// === impl ServiceMetrics ===
+
+impl ServiceMetrics {
+    /// Counters for a service with `classes` tenant classes.
+    pub fn new(classes: usize) -> Self {
+        Self {
+            requests: (0..classes * CODES).map(|_| AtomicU64::new(0)).collect(),
+            classes,
+            latency: LatencyHistogram::default(),
+            connect_failures: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            no_ready_instance: AtomicU64::new(0),
+        }
+    }
+
+    /// How many tenant classes it counts.
+    pub fn classes(&self) -> usize {
+        self.classes
+    }
+
+    /// Counts one answered request.
+    pub fn count(&self, class: usize, status: u16) {
+        let code = usize::from(status.clamp(100, 599)) - 100;
+        let class = class.min(self.classes.saturating_sub(1));
+        self.requests[class * CODES + code].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests answered with `status` for `class`.
+    pub fn requests(&self, class: usize, status: u16) -> u64 {
+        let code = usize::from(status.clamp(100, 599)) - 100;
+        self.requests
+            .get(class * CODES + code)
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+}
+
+/// Counters that belong to no service.
+#[derive(Debug, Default)]
+pub struct ProxyMetrics {
+    /// Requests no route matched (404).
+    pub unrouted: AtomicU64,
+    /// Requests rejected as malformed by Forecourt's own checks (400).
+    pub rejected: AtomicU64,
+}
+
+/// Escapes a Prometheus label value.
+pub fn label(value: &str) -> std::borrow::Cow<'_, str> {
+    if value.contains(['\\', '"', '\n']) {
+        value
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+            .into()
+    } else {
+        value.into()
+    }
+}
+
+/// Writes the request metrics of every service.
+pub fn render_requests(
+    out: &mut String,
+    services: &[(&str, &ServiceMetrics)],
+    classes: &[Box<str>],
+) {
+    out.push_str("# HELP forecourt_requests_total Requests answered, by service, status code and tenant class.\n");
+    out.push_str("# TYPE forecourt_requests_total counter\n");
+    for (name, m) in services {
+        for (c, class) in classes.iter().enumerate().take(m.classes) {
+            for code in 0..CODES {
+                let n = m.requests[c * CODES + code].load(Ordering::Relaxed);
+                if n > 0 {
+                    let _ = writeln!(
+                        out,
+                        "forecourt_requests_total{{service=\"{}\",code=\"{}\",tenant_class=\"{}\"}} {n}",
+                        label(name),
+                        code + 100,
+                        label(class)
+                    );
+                }
+            }
+        }
+    }
+    out.push_str(
+        "# HELP forecourt_request_duration_seconds Time from request start to response end.\n",
+    );
+    out.push_str("# TYPE forecourt_request_duration_seconds histogram\n");
+    for (name, m) in services {
+        let (h, sum_us) = m.latency.snapshot();
+        let name = label(name);
+        for bound in LATENCY_BOUNDS_S {
+            let le_us = (bound * 1e6) as u64;
+            let n = if h.is_empty() {
+                0
+            } else {
+                h.count_between(0, le_us)
+            };
+            let _ = writeln!(
+                out,
+                "forecourt_request_duration_seconds_bucket{{service=\"{name}\",le=\"{bound}\"}} {n}"
+            );
+        }
+        let total = h.len();
+        let _ = writeln!(
+            out,
+            "forecourt_request_duration_seconds_bucket{{service=\"{name}\",le=\"+Inf\"}} {total}"
+        );
+        let _ = writeln!(
+            out,
+            "forecourt_request_duration_seconds_sum{{service=\"{name}\"}} {}",
+            sum_us as f64 / 1e6
+        );
+        let _ = writeln!(
+            out,
+            "forecourt_request_duration_seconds_count{{service=\"{name}\"}} {total}"
+        );
+    }
+    for (metric, help, get) in [
+        (
+            "forecourt_upstream_connect_failures_total",
+            "Connections to an instance that failed.",
+            (|m: &ServiceMetrics| m.connect_failures.load(Ordering::Relaxed))
+                as fn(&ServiceMetrics) -> u64,
+        ),
+        (
+            "forecourt_retries_total",
+            "Attempts on another instance after a failure.",
+            |m: &ServiceMetrics| m.retries.load(Ordering::Relaxed),
+        ),
+        (
+            "forecourt_no_ready_instance_total",
+            "Requests answered 503 because no instance was ready.",
+            |m: &ServiceMetrics| m.no_ready_instance.load(Ordering::Relaxed),
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} counter");
+        for (name, m) in services {
+            let _ = writeln!(out, "{metric}{{service=\"{}\"}} {}", label(name), get(m));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_monotonic_and_contain_their_values() {
+        let mut last = 0;
+        for us in [
+            0u64,
+            1,
+            7,
+            8,
+            9,
+            15,
+            16,
+            17,
+            100,
+            1_000,
+            123_456,
+            10_000_000,
+            u64::MAX,
+        ] {
+            let b = bucket_of(us);
+            assert!(b >= last, "bucket of {us} went backwards");
+            assert!(b < BUCKETS);
+            assert!(bucket_low(b) <= us, "{us} below its bucket");
+            if b + 1 < BUCKETS {
+                assert!(bucket_low(b + 1) > us, "{us} above its bucket");
+            }
+            last = b;
+        }
+    }
+
+    #[test]
+    fn histogram_quantiles_are_within_bucket_width() {
+        let h = LatencyHistogram::default();
+        for ms in 1..=100u64 {
+            h.record(Duration::from_millis(ms));
+        }
+        let (snap, sum) = h.snapshot();
+        assert_eq!(snap.len(), 100);
+        assert_eq!(sum, 5050 * 1000);
+        let p50 = snap.value_at_quantile(0.5) as f64;
+        assert!((p50 - 50_000.0).abs() / 50_000.0 < 0.13, "p50 {p50}");
+    }
+
+    #[test]
+    fn requests_render_by_code_and_class() {
+        let m = ServiceMetrics::new(2);
+        m.count(1, 200);
+        m.count(1, 200);
+        m.count(0, 503);
+        m.count(7, 999); // clamped, not out of bounds
+        let mut out = String::new();
+        render_requests(
+            &mut out,
+            &[("shop", &m)],
+            &["anonymous".into(), "gold".into()],
+        );
+        assert!(out.contains(
+            "forecourt_requests_total{service=\"shop\",code=\"200\",tenant_class=\"gold\"} 2"
+        ));
+        assert!(out.contains("code=\"503\",tenant_class=\"anonymous\"} 1"));
+        assert!(out.contains("code=\"599\",tenant_class=\"gold\"} 1"));
+    }
+
+    #[test]
+    fn labels_are_escaped() {
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

@@ -1,0 +1,421 @@
+//! The Pingora phases of Forecourt's request path. Each phase is thin and calls pure functions.
+//!
+//! ```text
+//! request_filter        refuse ambiguous framing and oversized requests (4xx, connection closed);
+//!                       classify → service; tenant, flag; 404 unrouted; 503 when nothing is ready
+//! upstream_peer         pick a confirmed-ready instance (P2C), count it in flight
+//! upstream_request_filter  X-Forwarded-For/-Proto/-Host
+//! fail_to_connect       eject the instance passively; retry on another one
+//! error_while_proxy     retry idempotent requests when nothing reached the client yet
+//! fail_to_proxy         map the error to a status (503 with Retry-After, 502, 504)
+//! logging               count, time, release the instance
+//! ```
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use forecourt_orchestrator::Instance;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorSource, ErrorType, Result};
+
+use crate::balance::{pick, Tried};
+use crate::metadata::TenantClass;
+use crate::routes::ServiceIndex;
+use crate::state::{FrontDoor, ServiceRuntime, Snapshot};
+
+/// Per-request state carried between phases.
+#[derive(Default)]
+pub struct RequestCtx {
+    snapshot: Option<Arc<Snapshot>>,
+    service: Option<ServiceIndex>,
+    class: TenantClass,
+    instance: Option<Arc<Instance>>,
+    tried: Tried,
+    started: Option<Instant>,
+}
+
+// === impl RequestCtx ===
+
+impl RequestCtx {
+    fn service(&self) -> Option<&ServiceRuntime> {
+        Some(&self.snapshot.as_ref()?.services[self.service?])
+    }
+
+    /// Releases the current instance, recording how its attempt ended.
+    fn release(&mut self, status: Option<u16>, now_ms: u64) {
+        let Some(instance) = self.instance.take() else {
+            return;
+        };
+        instance.finish_request();
+        if let (Some(status), Some(service)) = (status, self.service()) {
+            instance.observe_status(status, now_ms, &service.config.ejection);
+            if let Some(started) = self.started {
+                instance.observe_latency(started.elapsed());
+            }
+        }
+    }
+}
+
+/// Why a request was refused before routing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Both `Content-Length` and `Transfer-Encoding`: a request smuggling vector.
+    AmbiguousFraming,
+    /// The request header block is over the limit.
+    HeaderTooLarge,
+    /// The request target is over the limit.
+    UriTooLong,
+}
+
+// === impl Refusal ===
+
+impl Refusal {
+    fn status(self) -> u16 {
+        match self {
+            Refusal::AmbiguousFraming => 400,
+            Refusal::HeaderTooLarge => 431,
+            Refusal::UriTooLong => 414,
+        }
+    }
+
+    fn body(self) -> &'static [u8] {
+        match self {
+            Refusal::AmbiguousFraming => {
+                br#"{"error":"both content-length and transfer-encoding"}"#
+            }
+            Refusal::HeaderTooLarge => br#"{"error":"request header too large"}"#,
+            Refusal::UriTooLong => br#"{"error":"request target too long"}"#,
+        }
+    }
+}
+
+/// Checks a request against framing rules and limits, from its raw header block.
+pub fn refuse(
+    raw_header: &[u8],
+    uri_len: usize,
+    has_transfer_encoding: bool,
+    limits: &forecourt_config::Limits,
+) -> Option<Refusal> {
+    if raw_header.len() > limits.max_header_bytes {
+        return Some(Refusal::HeaderTooLarge);
+    }
+    if uri_len > limits.max_uri_bytes {
+        return Some(Refusal::UriTooLong);
+    }
+    // Pingora drops Content-Length when Transfer-Encoding is present (RFC 9112 6.3); an edge
+    // proxy should refuse such a request instead, so look at what the client really sent.
+    if has_transfer_encoding && has_header_line(raw_header, b"content-length") {
+        return Some(Refusal::AmbiguousFraming);
+    }
+    None
+}
+
+/// True when a header line named `name` (lowercase) is in the raw header block.
+fn has_header_line(raw: &[u8], name: &[u8]) -> bool {
+    raw.split(|&b| b == b'\n').skip(1).any(|line| {
+        line.len() > name.len()
+            && line[..name.len()].eq_ignore_ascii_case(name)
+            && line[name.len()..].trim_ascii_start().starts_with(b":")
+    })
+}
+
+/// Writes a short JSON response and ends the request.
+async fn respond(
+    session: &mut Session,
+    status: u16,
+    body: &'static [u8],
+    retry_after: Option<u32>,
+    close: bool,
+) -> Result<()> {
+    let mut header = ResponseHeader::build(status, Some(4))?;
+    header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    header.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+    if let Some(seconds) = retry_after {
+        header.insert_header(http::header::RETRY_AFTER, seconds)?;
+    }
+    if close {
+        header.insert_header(http::header::CONNECTION, "close")?;
+        session.set_keepalive(None);
+    }
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
+    session
+        .write_response_body(Some(Bytes::from_static(body)), true)
+        .await
+}
+
+const NO_ROUTE: &[u8] = br#"{"error":"no route for this host and path"}"#;
+const NO_READY_INSTANCE: &[u8] = br#"{"error":"no ready instance","retry":true}"#;
+const BAD_GATEWAY: &[u8] = br#"{"error":"upstream failed"}"#;
+const GATEWAY_TIMEOUT: &[u8] = br#"{"error":"upstream timed out"}"#;
+
+/// The request path: Pingora's phases over the shared [`FrontDoor`] state.
+#[derive(Debug, Clone)]
+pub struct Ingress(pub Arc<FrontDoor>);
+
+impl std::ops::Deref for Ingress {
+    type Target = FrontDoor;
+
+    fn deref(&self) -> &FrontDoor {
+        &self.0
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Ingress {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::default()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        ctx.started = Some(Instant::now());
+        let snapshot = self.snapshot();
+        ctx.snapshot = Some(snapshot.clone());
+        let refusal = {
+            let req = session.req_header();
+            let te = req.headers.contains_key(http::header::TRANSFER_ENCODING);
+            let uri_len = req.raw_path().len();
+            session.as_downstream().as_http1().and_then(|h1| {
+                refuse(
+                    &h1.get_headers_raw_bytes(),
+                    uri_len,
+                    te,
+                    &snapshot.policy.limits,
+                )
+            })
+        };
+        if let Some(refusal) = refusal {
+            self.metrics
+                .rejected
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            respond(session, refusal.status(), refusal.body(), None, true).await?;
+            return Ok(true);
+        }
+        let req = session.req_header();
+        let host = req
+            .uri
+            .host()
+            .map(str::as_bytes)
+            .or_else(|| req.headers.get(http::header::HOST).map(|h| h.as_bytes()));
+        let Some(service) = snapshot.routes.classify(host, req.uri.path(), &req.headers) else {
+            self.metrics
+                .unrouted
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            respond(session, 404, NO_ROUTE, None, false).await?;
+            return Ok(true);
+        };
+        ctx.service = Some(service);
+        let tenant = snapshot.metadata.tenant(&req.headers);
+        ctx.class = snapshot.metadata.class_of(tenant);
+        let runtime = &snapshot.services[service];
+        if runtime.instances.ready().instances.is_empty() {
+            runtime
+                .metrics
+                .no_ready_instance
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let retry_after = runtime.config.retry_after;
+            respond(session, 503, NO_READY_INSTANCE, Some(retry_after), false).await?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let Some(service) = ctx.service() else {
+            return Error::e_explain(ErrorType::HTTPStatus(404), "no service");
+        };
+        let ready = service.instances.ready();
+        let now = self.clock.now_ms();
+        let Some(instance) = pick(&ready.instances, &ctx.tried, now).cloned() else {
+            return Error::e_explain(ErrorType::HTTPStatus(503), "no ready instance left to try");
+        };
+        if ctx.tried.count() > 0 {
+            service
+                .metrics
+                .retries
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let timeouts = service.config.timeouts;
+        let mut peer = HttpPeer::new(instance.address, false, String::new());
+        peer.options.connection_timeout = Some(timeouts.connect);
+        peer.options.read_timeout = Some(timeouts.read);
+        peer.options.write_timeout = Some(timeouts.write);
+        peer.options.idle_timeout = Some(timeouts.idle);
+        ctx.tried.add(instance.id);
+        instance.start_request();
+        ctx.instance = Some(instance);
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
+            let ip = addr.ip();
+            let value = match upstream.headers.get("x-forwarded-for") {
+                Some(prior) => {
+                    let prior = String::from_utf8_lossy(prior.as_bytes());
+                    format!("{prior}, {ip}")
+                }
+                None => ip.to_string(),
+            };
+            upstream.insert_header("x-forwarded-for", value)?;
+        }
+        upstream.insert_header("x-forwarded-proto", "http")?;
+        if let Some(host) = session
+            .req_header()
+            .headers
+            .get(http::header::HOST)
+            .cloned()
+        {
+            upstream.insert_header("x-forwarded-host", host)?;
+        }
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let now = self.clock.now_ms();
+        if let Some(instance) = ctx.instance.take() {
+            instance.finish_request();
+            if let Some(service) = ctx.service() {
+                instance.eject(now, &service.config.ejection);
+            }
+        }
+        if let Some(service) = ctx.service() {
+            service
+                .metrics
+                .connect_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // Nothing was sent, so any method may go to another instance.
+            e.set_retry(ctx.tried.count() <= service.config.retries as usize);
+        }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        _client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("peer: {peer}"));
+        let retries = ctx.service().map_or(0, |s| s.config.retries as usize);
+        let safe = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated()
+            && session.response_written().is_none();
+        let retry = safe && ctx.tried.count() <= retries;
+        if retry {
+            ctx.release(None, self.clock.now_ms());
+        }
+        e.set_retry(retry);
+        e
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let (code, body) = match e.etype() {
+            ErrorType::HTTPStatus(code) => (*code, NO_READY_INSTANCE),
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+                if e.esource() == &ErrorSource::Upstream =>
+            {
+                (504, GATEWAY_TIMEOUT)
+            }
+            _ => match e.esource() {
+                ErrorSource::Upstream => (502, BAD_GATEWAY),
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
+                        (0, BAD_GATEWAY)
+                    }
+                    _ => (400, BAD_GATEWAY),
+                },
+                ErrorSource::Internal | ErrorSource::Unset => (500, BAD_GATEWAY),
+            },
+        };
+        // A response may already be on its way (e.g. the upstream died mid-body).
+        let answered = session.response_written().is_some();
+        if code > 0 && !answered {
+            let retry_after =
+                (code == 503).then(|| ctx.service().map_or(1, |s| s.config.retry_after));
+            let _ = respond(session, code, body, retry_after, code == 400).await;
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let now = self.clock.now_ms();
+        ctx.release(Some(status), now);
+        if let (Some(service), Some(started)) = (ctx.service(), ctx.started) {
+            if status > 0 {
+                service.metrics.count(ctx.class, status);
+            }
+            service.metrics.latency.record(started.elapsed());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> forecourt_config::Limits {
+        forecourt_config::Limits {
+            max_header_bytes: 1024,
+            max_uri_bytes: 256,
+        }
+    }
+
+    #[test]
+    fn refuses_content_length_with_transfer_encoding() {
+        let raw = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length : 4\r\n\r\n";
+        assert_eq!(
+            refuse(raw, 1, true, &limits()),
+            Some(Refusal::AmbiguousFraming)
+        );
+        let raw = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nX-Content-Length: 4\r\n\r\n";
+        assert_eq!(refuse(raw, 1, true, &limits()), None);
+    }
+
+    #[test]
+    fn refuses_oversized_headers_and_targets() {
+        let raw = vec![b'a'; 2000];
+        assert_eq!(
+            refuse(&raw, 1, false, &limits()),
+            Some(Refusal::HeaderTooLarge)
+        );
+        assert_eq!(
+            refuse(b"GET / HTTP/1.1\r\n\r\n", 300, false, &limits()),
+            Some(Refusal::UriTooLong)
+        );
+        assert_eq!(refuse(b"GET / HTTP/1.1\r\n\r\n", 1, false, &limits()), None);
+    }
+}
