@@ -188,7 +188,7 @@ mod tests {
         (policy, table)
     }
 
-    fn name<'p>(policy: &'p Policy, found: Option<ServiceIndex>) -> Option<&'p str> {
+    fn name(policy: &Policy, found: Option<ServiceIndex>) -> Option<&str> {
         found.map(|i| policy.services[i].name.as_str())
     }
 

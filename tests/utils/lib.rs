@@ -1,1 +1,319 @@
-//! placeholder
+//! Shared support for Forecourt's end-to-end tests: the real `forecourt` binary, real sample
+//! backends and a tiny HTTP/1.1 client, all on 127.0.0.1 and every wait bounded.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Default bound of every wait in these tests.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// The `forecourt` binary, built once per test process (cargo does not build another
+/// package's binary for this package's tests).
+pub fn forecourt_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-q", "-p", "forecourt-proxy", "--bin", "forecourt"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building the forecourt binary failed");
+        // target/debug/deps/<test> → target/debug/forecourt
+        let exe = std::env::current_exe().expect("test exe");
+        let dir = exe.parent().and_then(Path::parent).expect("target dir");
+        let bin = dir.join("forecourt");
+        assert!(bin.exists(), "no binary at {}", bin.display());
+        bin
+    })
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A fresh scratch directory under the system temp dir.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "forecourt-test-{}-{}-{name}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Polls `f` every 20 ms until it returns `Some` or `limit` passes.
+pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A child process killed (SIGKILL) and reaped on drop.
+#[derive(Debug)]
+pub struct Process {
+    pub child: Child,
+}
+
+impl Process {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGTERM`).
+    pub fn signal(&self, signal: i32) {
+        let _ = Command::new("kill")
+            .args([format!("-{signal}"), self.pid().to_string()])
+            .status();
+    }
+
+    /// Kills the process now and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Peak resident memory in KiB (`VmHWM`), from /proc.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A sample backend (`forecourt backend`) on its own port.
+pub struct Backend {
+    pub port: u16,
+    pub process: Process,
+}
+
+impl Backend {
+    /// Starts a backend and waits until it accepts connections (after its boot delay).
+    pub fn start() -> Backend {
+        let backend = Self::spawn(free_port(), Duration::ZERO);
+        backend.wait_listening();
+        backend
+    }
+
+    /// Starts a backend without waiting; it listens after `boot_delay`.
+    pub fn spawn(port: u16, boot_delay: Duration) -> Backend {
+        let child = Command::new(forecourt_bin())
+            .args([
+                "backend",
+                "--port",
+                &port.to_string(),
+                "--boot-delay",
+                &format!("{}ms", boot_delay.as_millis()),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Backend {
+            port,
+            process: Process { child },
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn wait_listening(&self) {
+        wait_for(WAIT, || TcpStream::connect(self.addr()).ok())
+            .unwrap_or_else(|| panic!("backend on {} never listened", self.port));
+    }
+}
+
+/// A running `forecourt run` with a policy written to a scratch file.
+pub struct Forecourt {
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    pub policy_path: PathBuf,
+    pub process: Process,
+    pub log_path: PathBuf,
+}
+
+impl Forecourt {
+    /// Starts Forecourt on `policy`, where `{proxy}` and `{admin}` stand for free ports,
+    /// and waits until its admin API answers.
+    pub fn start(policy: &str) -> Forecourt {
+        let dir = scratch_dir("forecourt");
+        let proxy = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let text = policy
+            .replace("{proxy}", &proxy.to_string())
+            .replace("{admin}", &admin.to_string());
+        let policy_path = dir.join("policy.yaml");
+        std::fs::write(&policy_path, text).unwrap();
+        let log_path = dir.join("forecourt.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = Command::new(forecourt_bin())
+            .args(["run", "--threads", "2", "-c"])
+            .arg(&policy_path)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let forecourt = Forecourt {
+            proxy,
+            admin,
+            policy_path,
+            process: Process { child },
+            log_path,
+        };
+        wait_for(WAIT, || {
+            get(forecourt.admin, "/healthz", &[])
+                .ok()
+                .filter(|r| r.status == 200)
+        })
+        .unwrap_or_else(|| panic!("forecourt never served; log:\n{}", forecourt.log()));
+        wait_for(WAIT, || TcpStream::connect(forecourt.proxy).ok()).expect("proxy listener");
+        forecourt
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The readiness JSON of `service`.
+    pub fn readiness(&self, service: &str) -> serde_json::Value {
+        let r = get(
+            self.admin,
+            &format!("/v1/services/{service}/readiness"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(r.status, 200, "readiness of {service}: {}", r.text());
+        serde_json::from_slice(&r.body).expect("readiness is JSON")
+    }
+
+    /// Number of ready instances of `service`.
+    pub fn ready_count(&self, service: &str) -> usize {
+        self.readiness(service)["ready"]
+            .as_array()
+            .map_or(0, Vec::len)
+    }
+
+    /// Waits until `service` has `n` ready instances.
+    pub fn wait_ready(&self, service: &str, n: usize) {
+        wait_for(WAIT, || (self.ready_count(service) == n).then_some(())).unwrap_or_else(|| {
+            panic!("{service} never had {n} ready: {}", self.readiness(service))
+        });
+    }
+}
+
+/// A parsed HTTP response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends one request on a new connection (`Connection: close`) and reads the response.
+pub fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> std::io::Result<Response> {
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    send_raw(addr, request.as_bytes())
+}
+
+/// Writes raw bytes on a new connection and reads one response.
+pub fn send_raw(addr: SocketAddr, bytes: &[u8]) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+    stream.write_all(bytes)?;
+    read_response(&mut BufReader::new(stream))
+}
+
+/// Reads one response with a `Content-Length` (or close-delimited) body.
+pub fn read_response<R: BufRead>(reader: &mut R) -> std::io::Result<Response> {
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line)?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            headers.push((k.trim().to_owned(), v.trim().to_owned()));
+        }
+    }
+    let length = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse::<usize>().ok());
+    let mut body = Vec::new();
+    match length {
+        Some(n) => {
+            body.resize(n, 0);
+            reader.read_exact(&mut body)?;
+        }
+        None if status == 101 || status == 204 || status == 304 => {}
+        None => {
+            reader.read_to_end(&mut body)?;
+        }
+    }
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
