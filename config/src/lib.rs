@@ -12,6 +12,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod forecast;
 mod policy;
 pub mod schema;
 pub mod source_map;
@@ -21,4 +22,5 @@ pub use policy::{
     RouteConfig, ServiceConfig, Timeouts, DEFAULT_ADMIN_ADDR, DEFAULT_FLAG_HEADER,
     DEFAULT_PROXY_ADDR, DEFAULT_TENANT_HEADER, DEFAULT_VERSION, MAX_RETRIES,
 };
+pub use forecast::{EventChange, EventConfig, ForecastConfig};
 pub use source_map::Position;

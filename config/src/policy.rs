@@ -10,6 +10,7 @@ use crate::schema::{
     EjectionSpec, HealthCheckSpec, PolicyFile, RouteSpec, ServiceSettingsSpec, ServiceSpec,
     TimeoutsSpec,
 };
+use crate::forecast::ForecastConfig;
 use crate::source_map::{Position, SourceMap};
 
 /// Default proxy listener.
@@ -36,6 +37,8 @@ pub struct Policy {
     pub limits: Limits,
     /// The services, in file order.
     pub services: Vec<ServiceConfig>,
+    /// Forecast horizons and scheduled events.
+    pub forecast: ForecastConfig,
 }
 
 /// Listener addresses.
@@ -263,14 +266,14 @@ impl Policy {
 }
 
 /// Collects every problem while resolving a [`PolicyFile`].
-struct Checker<'a> {
+pub(crate) struct Checker<'a> {
     file: &'a Path,
     map: SourceMap,
     problems: Vec<Problem>,
 }
 
 impl Checker<'_> {
-    fn problem(&mut self, path: &str, message: impl Into<String>) {
+    pub(crate) fn problem(&mut self, path: &str, message: impl Into<String>) {
         let problem = Problem {
             file: self.file.to_owned(),
             position: self.map.locate(path),
@@ -337,11 +340,13 @@ impl Checker<'_> {
             }
             services.push(service);
         }
+        let forecast = self.forecast(raw.forecast, &services);
         Policy {
             listeners,
             metadata,
             limits,
             services,
+            forecast,
         }
     }
 

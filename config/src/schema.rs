@@ -26,6 +26,9 @@ pub struct PolicyFile {
     /// The services requests are routed to.
     #[serde(default)]
     pub services: Vec<ServiceSpec>,
+    /// Forecast horizons and scheduled events.
+    #[serde(default)]
+    pub forecast: crate::forecast::ForecastSpec,
 }
 
 /// Listener addresses, as `ip:port` strings.
@@ -205,7 +208,9 @@ pub struct InstanceSpec {
 }
 
 /// Parses `"1s"`, `"250ms"`, `"1m 30s"` into a [`Duration`].
-fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+pub(crate) fn duration<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
     let text = String::deserialize(deserializer)?;
     humantime::parse_duration(&text)
         .map(Some)

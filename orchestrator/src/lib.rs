@@ -15,8 +15,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod control;
 pub mod health;
 pub mod ready;
 
+pub use control::{
+    EventBook, EventBookError, EventEntry, EventSource, ForecastBoard, ForecastLoop,
+    MAX_POSTED_EVENTS,
+};
 pub use health::{check_service, probe, HealthState};
 pub use ready::{Fleet, Instance, InstanceId, ReadySet, ServiceInstances, EJECT_AFTER_5XX};

@@ -6,6 +6,10 @@
 //! GET /v1/services/{name}/readiness     ready instances (address, version, in flight, latency)
 //!                                       and not-ready ones with the reason
 //! GET /metrics                          Prometheus text format
+//! GET /v1/forecasts                     each service's rate, forecast, upper bound, model errors,
+//!                                       and the scheduled events
+//! POST /v1/events                       schedule an event (bearer token required)
+//! DELETE /v1/events/{name}              cancel posted events by name (bearer token required)
 //! ```
 
 use std::convert::Infallible;
@@ -21,7 +25,18 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use http_body_util::{BodyExt as _, Limited};
+
 use crate::metrics::{label, render_requests};
+
+mod forecasts;
+
+pub use forecasts::{forecasts_json, render_forecast_metrics, PostedEvent};
+
+/// Largest admin request body.
+const MAX_ADMIN_BODY: usize = 64 * 1024;
+use forecourt_orchestrator::ForecastBoard;
+
 use crate::state::{FrontDoor, ServiceRuntime};
 
 /// One ready instance in the readiness answer.
@@ -57,10 +72,36 @@ pub struct Readiness {
     pub ready: Vec<ReadyInstance>,
     /// Instances that do not, with reasons.
     pub not_ready: Vec<NotReadyInstance>,
+    /// The load now and what is forecast (absent until the control loop's first tick).
+    pub load: Option<LoadOutlook>,
+}
+
+/// A service's current load and forecast, for routing services planning ahead.
+#[derive(Debug, Serialize)]
+pub struct LoadOutlook {
+    /// Arrivals per second over the stable window.
+    pub rate: f64,
+    /// Whether the short window runs far above the stable one.
+    pub panicking: bool,
+    /// Requests in flight now.
+    pub in_flight: i64,
+    /// The forecast at each horizon.
+    pub forecast: Vec<HorizonOutlook>,
+}
+
+/// The forecast at one horizon.
+#[derive(Debug, Serialize)]
+pub struct HorizonOutlook {
+    /// Seconds ahead.
+    pub horizon_seconds: u64,
+    /// Expected arrivals per second.
+    pub point: f64,
+    /// Upper bound from the forecast's own recent errors.
+    pub upper: f64,
 }
 
 /// Builds the readiness answer of one service.
-pub fn readiness(service: &ServiceRuntime, now_ms: u64) -> Readiness {
+pub fn readiness(service: &ServiceRuntime, board: &ForecastBoard, now_ms: u64) -> Readiness {
     let mut ready = Vec::new();
     let mut not_ready = Vec::new();
     let threshold = service.config.health_check.healthy_threshold;
@@ -93,10 +134,26 @@ pub fn readiness(service: &ServiceRuntime, now_ms: u64) -> Readiness {
             });
         }
     }
+    let round = |v: f64| (v * 1_000.0).round() / 1_000.0;
+    let load = board.service(&service.config.name).map(|f| LoadOutlook {
+        rate: round(f.stable_rate),
+        panicking: f.panicking,
+        in_flight: f.in_flight,
+        forecast: f
+            .horizons
+            .iter()
+            .map(|h| HorizonOutlook {
+                horizon_seconds: h.horizon_sec,
+                point: round(h.point),
+                upper: round(h.upper),
+            })
+            .collect(),
+    });
     Readiness {
         service: service.config.name.clone(),
         ready,
         not_ready,
+        load,
     }
 }
 
@@ -167,6 +224,7 @@ pub fn render_metrics(front_door: &FrontDoor) -> String {
         "# HELP forecourt_refused_requests_total Requests refused before routing (framing, size).\n# TYPE forecourt_refused_requests_total counter\nforecourt_refused_requests_total {}",
         front_door.metrics.rejected.load(relaxed)
     );
+    render_forecast_metrics(&mut out, &front_door.forecasts.load());
     out
 }
 
@@ -184,18 +242,95 @@ fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
     json(status, &serde_json::json!({ "error": message }))
 }
 
-/// Answers one admin request.
-pub fn handle(front_door: &FrontDoor, method: &Method, path: &str) -> Response<Full<Bytes>> {
-    if method != Method::GET && method != Method::HEAD {
-        return error(StatusCode::METHOD_NOT_ALLOWED, "only GET is served here");
+/// The refusal of an admin write without the right token (compared in constant time), if any.
+fn denied(front_door: &FrontDoor, headers: &http::HeaderMap) -> Option<Response<Full<Bytes>>> {
+    let Some(token) = front_door.admin_token.as_deref() else {
+        return Some(error(
+            StatusCode::FORBIDDEN,
+            "admin writes are disabled: start forecourt with FORECOURT_ADMIN_TOKEN set",
+        ));
+    };
+    let presented = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    (!constant_time_eq(presented.as_bytes(), token.as_bytes()))
+        .then(|| error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"))
+}
+
+/// Compares two byte strings without an early exit on the first difference.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = u8::from(a.len() != b.len());
+    for (i, x) in a.iter().enumerate() {
+        diff |= x ^ b.get(i).copied().unwrap_or(!x);
     }
+    diff == 0
+}
+
+/// Answers one admin request.
+pub async fn handle(front_door: &FrontDoor, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    match segments.as_slice() {
+    match (&parts.method, segments.as_slice()) {
+        (&Method::POST, ["v1", "events"]) => {
+            if let Some(refusal) = denied(front_door, &parts.headers) {
+                return refusal;
+            }
+            let bytes = match Limited::new(body, MAX_ADMIN_BODY).collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(_) => {
+                    return error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "body over 64 KiB or unreadable",
+                    )
+                }
+            };
+            let posted: PostedEvent = match serde_json::from_slice(&bytes) {
+                Ok(p) => p,
+                Err(e) => return error(StatusCode::BAD_REQUEST, &format!("invalid event: {e}")),
+            };
+            let now = front_door.clock.now_ms();
+            let event = match posted.resolve(&front_door.snapshot(), now) {
+                Ok(event) => event,
+                Err(message) => return error(StatusCode::UNPROCESSABLE_ENTITY, &message),
+            };
+            tracing::info!(name = %event.name, service = %event.service, "scheduled event posted");
+            match front_door.events.post(event, now) {
+                Ok(()) => json(
+                    StatusCode::CREATED,
+                    &serde_json::json!({ "scheduled": true }),
+                ),
+                Err(e) => error(StatusCode::TOO_MANY_REQUESTS, &e.to_string()),
+            }
+        }
+        (&Method::DELETE, ["v1", "events", name]) => {
+            if let Some(refusal) = denied(front_door, &parts.headers) {
+                return refusal;
+            }
+            match front_door.events.cancel(name) {
+                0 => error(StatusCode::NOT_FOUND, "no posted event has that name"),
+                n => json(StatusCode::OK, &serde_json::json!({ "cancelled": n })),
+            }
+        }
+        (&Method::GET | &Method::HEAD, segments) => get(front_door, segments),
+        _ => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here"),
+    }
+}
+
+/// Answers a read-only admin request.
+fn get(front_door: &FrontDoor, segments: &[&str]) -> Response<Full<Bytes>> {
+    match segments {
         ["healthz"] => Response::new(Full::new(Bytes::from_static(b"ok\n"))),
         ["metrics"] => Response::builder()
             .header(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")
             .body(Full::new(Bytes::from(render_metrics(front_door))))
             .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))),
+        ["v1", "forecasts"] => json(
+            StatusCode::OK,
+            &forecasts_json(&front_door.forecasts.load()),
+        ),
         ["v1", "services"] => {
             let snapshot = front_door.snapshot();
             let list: Vec<_> = snapshot
@@ -216,7 +351,11 @@ pub fn handle(front_door: &FrontDoor, method: &Method, path: &str) -> Response<F
             match snapshot.service(name) {
                 Some(service) => json(
                     StatusCode::OK,
-                    &readiness(service, front_door.clock.now_ms()),
+                    &readiness(
+                        service,
+                        &front_door.forecasts.load(),
+                        front_door.clock.now_ms(),
+                    ),
                 ),
                 None => error(StatusCode::NOT_FOUND, "no such service"),
             }
@@ -259,8 +398,8 @@ pub async fn serve(
         let front_door = front_door.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let response = handle(&front_door, req.method(), req.uri().path());
-                async move { Ok::<_, Infallible>(response) }
+                let front_door = front_door.clone();
+                async move { Ok::<_, Infallible>(handle(&front_door, req).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)

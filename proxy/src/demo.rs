@@ -70,7 +70,10 @@ pub fn run(options: DemoOptions) -> anyhow::Result<String> {
     }
     let proxy_addr = policy.listeners.proxy;
     let admin_addr = policy.listeners.admin;
-    let front_door = Arc::new(FrontDoor::new(policy, Arc::new(SystemClock::new())));
+    let front_door = Arc::new(FrontDoor::new(
+        policy,
+        Arc::new(SystemClock::aligned_to_unix_time()),
+    ));
     let server = build(
         front_door.clone(),
         &ServerOptions {

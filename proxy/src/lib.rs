@@ -3,11 +3,12 @@
 //! ```text
 //!  client ──► Pingora listener ──► request_filter ──► upstream_peer ──► instance
 //!                                   │ refuse / classify     │ P2C over the
-//!                                   │ tenant, flag          │ confirmed-ready set
+//!                                   │ tenant, flag, record  │ confirmed-ready set
 //!                                   ▼                       ▼
 //!                              Snapshot (ArcSwap)      ReadySet (ArcSwap) ◄── health checker
-//!                                   │
-//!  admin API (hyper) ◄──────────────┴── readiness, /metrics
+//!                                   │  └─ Predictor windows (atomics) ──► control loop (1 s)
+//!                                   │                                       │ ForecastBoard
+//!  admin API (hyper) ◄──────────────┴── readiness, /metrics, /v1/forecasts ◄┘
 //! ```
 //!
 //! The request path reads immutable snapshots and bumps atomics; everything slow runs in
@@ -19,6 +20,7 @@ pub mod admin;
 pub mod backend;
 pub mod balance;
 pub mod demo;
+pub mod forecast_cli;
 pub mod metadata;
 pub mod metrics;
 pub mod proxy;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use forecourt_config::{LoadError, Policy};
 use forecourt_predictor::SystemClock;
-use forecourt_proxy::{backend, demo, server, state::FrontDoor};
+use forecourt_proxy::{backend, demo, forecast_cli, server, state::FrontDoor};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -61,6 +61,21 @@ enum Command {
         /// Wait this long before listening, e.g. "3s" (a real cold start).
         #[arg(long, value_parser = humantime_duration, default_value = "0s")]
         boot_delay: Duration,
+    },
+    /// Replay a trace through the predictor and print each model's forecast errors per horizon.
+    Forecast {
+        /// The trace: `t,service,count` CSV, gzip-compressed or not.
+        #[arg(long)]
+        trace: PathBuf,
+        /// Only this service of the trace.
+        #[arg(long)]
+        service: Option<String>,
+        /// Horizons, e.g. `--horizon 5s --horizon 30s` (default 5s, 10s, 30s, 60s).
+        #[arg(long = "horizon", value_parser = humantime_duration)]
+        horizons: Vec<Duration>,
+        /// Fraction of the trace used for training; the rest is scored.
+        #[arg(long = "train", default_value_t = 0.7)]
+        train_fraction: f64,
     },
     /// Run the proxy on the embedded example policy in front of sample backends, with traffic.
     Demo {
@@ -133,7 +148,11 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let front_door = Arc::new(FrontDoor::new(policy, Arc::new(SystemClock::new())));
+            let token = std::env::var("FORECOURT_ADMIN_TOKEN").ok();
+            let front_door = Arc::new(
+                FrontDoor::new(policy, Arc::new(SystemClock::aligned_to_unix_time()))
+                    .with_admin_token(token),
+            );
             let threads = threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             match server::build(front_door, &server::ServerOptions { threads, upgrade }) {
@@ -169,6 +188,31 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: sample backend on {host}:{port}: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Forecast {
+            trace,
+            service,
+            horizons,
+            train_fraction,
+        } => {
+            let horizons = if horizons.is_empty() {
+                [5, 10, 30, 60].map(Duration::from_secs).to_vec()
+            } else {
+                horizons
+            };
+            let options = forecast_cli::ForecastOptions {
+                trace,
+                service,
+                horizons,
+                train_fraction,
+            };
+            match forecast_cli::run(&options) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
                     ExitCode::FAILURE
                 }
             }

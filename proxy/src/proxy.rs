@@ -17,6 +17,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use bytes::Bytes;
 use forecourt_orchestrator::Instance;
+use forecourt_predictor::ServiceId;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -36,6 +37,8 @@ pub struct RequestCtx {
     instance: Option<Arc<Instance>>,
     tried: Tried,
     started: Option<Instant>,
+    /// Predictor clock when the request was recorded as an arrival of its service.
+    arrived_ms: Option<u64>,
 }
 
 // === impl RequestCtx ===
@@ -121,6 +124,11 @@ fn has_header_line(raw: &[u8], name: &[u8]) -> bool {
             && line[..name.len()].eq_ignore_ascii_case(name)
             && line[name.len()..].trim_ascii_start().starts_with(b":")
     })
+}
+
+/// The predictor's id of a service: snapshots build the predictor in service order.
+fn service_id(index: ServiceIndex) -> ServiceId {
+    ServiceId(u32::try_from(index).unwrap_or(u32::MAX))
 }
 
 /// Writes a short JSON response and ends the request.
@@ -214,6 +222,12 @@ impl ProxyHttp for Ingress {
         ctx.service = Some(service);
         let tenant = snapshot.metadata.tenant(&req.headers);
         ctx.class = snapshot.metadata.class_of(tenant);
+        // Every routed request is demand, whether or not an instance is ready for it.
+        let now = self.clock.now_ms();
+        let id = service_id(service);
+        snapshot.predictor.record_arrival(id, tenant, now);
+        snapshot.predictor.request_started(id, now);
+        ctx.arrived_ms = Some(now);
         let runtime = &snapshot.services[service];
         if runtime.instances.ready().instances.is_empty() {
             runtime
@@ -374,6 +388,13 @@ impl ProxyHttp for Ingress {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let now = self.clock.now_ms();
         ctx.release(Some(status), now);
+        if let (Some(snapshot), Some(index), Some(arrived)) =
+            (&ctx.snapshot, ctx.service, ctx.arrived_ms)
+        {
+            snapshot
+                .predictor
+                .request_finished(service_id(index), arrived, now);
+        }
         if let (Some(service), Some(started)) = (ctx.service(), ctx.started) {
             if status > 0 {
                 service.metrics.count(ctx.class, status);

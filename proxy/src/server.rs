@@ -1,9 +1,11 @@
 //! Assembles the Pingora server: the proxy listener, the admin API and the health checkers.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
+use forecourt_orchestrator::ForecastLoop;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
@@ -36,6 +38,41 @@ impl BackgroundService for HealthChecks {
         }
         let _ = shutdown.changed().await;
         tasks.shutdown().await;
+    }
+}
+
+/// The control loop: once a second, just after each second closes, feed the forecasts.
+struct ControlLoop(Arc<FrontDoor>);
+
+/// How long after a second boundary the loop ticks, so that second is closed for every worker.
+const TICK_OFFSET_MS: u64 = 20;
+
+#[async_trait]
+impl BackgroundService for ControlLoop {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let front_door = &self.0;
+        let snapshot = front_door.snapshot();
+        let mut forecasts = ForecastLoop::new(
+            snapshot.predictor.clone(),
+            &snapshot.policy.forecast,
+            front_door.forecasts.clone(),
+        );
+        drop(snapshot);
+        loop {
+            let now = front_door.clock.now_ms();
+            let wait = 1_000 - now % 1_000 + TICK_OFFSET_MS;
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(wait)) => {}
+                _ = shutdown.changed() => return,
+            }
+            let snapshot = front_door.snapshot();
+            forecasts.tick(
+                &snapshot.predictor,
+                &snapshot.policy.forecast,
+                &front_door.events,
+                front_door.clock.now_ms(),
+            );
+        }
     }
 }
 
@@ -97,6 +134,10 @@ pub fn build(front_door: Arc<FrontDoor>, options: &ServerOptions) -> anyhow::Res
     server.add_service(background_service(
         "health checks",
         HealthChecks(front_door.clone()),
+    ));
+    server.add_service(background_service(
+        "control loop",
+        ControlLoop(front_door.clone()),
     ));
     server.add_service(background_service(
         "admin api",

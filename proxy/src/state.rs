@@ -5,8 +5,8 @@ use std::sync::Arc;
 use ahash::AHashMap;
 use arc_swap::ArcSwap;
 use forecourt_config::{Policy, ServiceConfig};
-use forecourt_orchestrator::{Fleet, ServiceInstances};
-use forecourt_predictor::Clock;
+use forecourt_orchestrator::{EventBook, Fleet, ForecastBoard, ServiceInstances};
+use forecourt_predictor::{Clock, Predictor, PredictorConfig};
 
 use crate::metadata::MetadataRules;
 use crate::metrics::{ProxyMetrics, ServiceMetrics};
@@ -36,6 +36,8 @@ pub struct Snapshot {
     pub services: Vec<ServiceRuntime>,
     /// The instances of every service.
     pub fleet: Arc<Fleet>,
+    /// Every service's sliding windows; `ServiceId(i)` is `services[i]`.
+    pub predictor: Arc<Predictor>,
 }
 
 // === impl Snapshot ===
@@ -78,6 +80,7 @@ impl Snapshot {
             metadata,
             services,
             fleet,
+            predictor: predictor_for(&policy, previous),
             policy,
         }
     }
@@ -88,6 +91,25 @@ impl Snapshot {
     }
 }
 
+/// The previous snapshot's predictor when the service list is unchanged (windows and forecasts
+/// carry over a reload), else a fresh one.
+fn predictor_for(policy: &Policy, previous: Option<&Snapshot>) -> Arc<Predictor> {
+    let names = || policy.services.iter().map(|s| s.name.as_str());
+    if let Some(previous) = previous {
+        let old = previous.predictor.services().map(|(_, name, _)| name);
+        if old.eq(names()) {
+            return Arc::clone(&previous.predictor);
+        }
+    }
+    // Names are unique and non-empty (the policy is validated) and the shape is the default.
+    let predictor = Predictor::new(names(), PredictorConfig::default())
+        .or_else(|_| Predictor::new(Vec::<String>::new(), PredictorConfig::default()));
+    match predictor {
+        Ok(p) => Arc::new(p),
+        Err(error) => unreachable!("the default predictor shape is valid: {error}"),
+    }
+}
+
 /// State shared by the request path, the admin API and the background tasks.
 pub struct FrontDoor {
     snapshot: ArcSwap<Snapshot>,
@@ -95,6 +117,12 @@ pub struct FrontDoor {
     pub metrics: ProxyMetrics,
     /// The proxy's clock (ms), shared with the predictor.
     pub clock: Arc<dyn Clock>,
+    /// What the control loop last published about load and forecasts.
+    pub forecasts: Arc<ArcSwap<ForecastBoard>>,
+    /// Events posted through the admin API.
+    pub events: EventBook,
+    /// Bearer token that admin writes (`POST /v1/events`, reloads) must present.
+    pub admin_token: Option<String>,
 }
 
 impl std::fmt::Debug for FrontDoor {
@@ -112,7 +140,16 @@ impl FrontDoor {
             snapshot: ArcSwap::from_pointee(Snapshot::new(Arc::new(policy), None)),
             metrics: ProxyMetrics::default(),
             clock,
+            forecasts: Arc::new(ArcSwap::from_pointee(ForecastBoard::default())),
+            events: EventBook::default(),
+            admin_token: None,
         }
+    }
+
+    /// Requires `token` for admin writes.
+    pub fn with_admin_token(mut self, token: Option<String>) -> Self {
+        self.admin_token = token.filter(|t| !t.is_empty());
+        self
     }
 
     /// The current snapshot (one atomic refcount increment).

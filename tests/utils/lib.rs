@@ -170,6 +170,11 @@ impl Forecourt {
     /// Starts Forecourt on `policy`, where `{proxy}` and `{admin}` stand for free ports,
     /// and waits until its admin API answers.
     pub fn start(policy: &str) -> Forecourt {
+        Self::start_with_env(policy, &[])
+    }
+
+    /// Like [`Forecourt::start`], with extra environment variables.
+    pub fn start_with_env(policy: &str, env: &[(&str, &str)]) -> Forecourt {
         let dir = scratch_dir("forecourt");
         let proxy = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -183,6 +188,7 @@ impl Forecourt {
         let child = Command::new(forecourt_bin())
             .args(["run", "--threads", "2", "-c"])
             .arg(&policy_path)
+            .envs(env.iter().copied())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -202,6 +208,29 @@ impl Forecourt {
         .unwrap_or_else(|| panic!("forecourt never served; log:\n{}", forecourt.log()));
         wait_for(WAIT, || TcpStream::connect(forecourt.proxy).ok()).expect("proxy listener");
         forecourt
+    }
+
+    /// `GET` an admin path and parse the JSON answer.
+    pub fn admin_json(&self, path: &str) -> serde_json::Value {
+        let r = get(self.admin, path, &[]).unwrap();
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        serde_json::from_slice(&r.body).expect("admin answers JSON")
+    }
+
+    /// Sends an admin request with a JSON body and optional bearer token.
+    pub fn admin_send(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: &str,
+    ) -> Response {
+        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: admin\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        send_raw(self.admin, request.as_bytes()).unwrap()
     }
 
     pub fn log(&self) -> String {

@@ -1,0 +1,123 @@
+//! `forecourt forecast`: replay a trace through the proxy's own predictor on a virtual clock
+//! (train on the first part, score the rest) and print a table per horizon.
+//!
+//! ```text
+//!  trace.csv[.gz] ─► parse_trace ─► per service: dense per-second series
+//!                                   ─► evaluate (same ensemble as the proxy) ─► table per horizon
+//! ```
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, IsTerminal as _, Write as _};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use forecourt_predictor::{evaluate, format_report, parse_trace, EnsembleConfig, EvalConfig};
+
+/// What to evaluate.
+#[derive(Debug, Clone)]
+pub struct ForecastOptions {
+    /// The trace (`t,service,count` CSV, optionally gzip-compressed).
+    pub trace: PathBuf,
+    /// Only this service (default: every service in the trace).
+    pub service: Option<String>,
+    /// Horizons (whole seconds).
+    pub horizons: Vec<Duration>,
+    /// Fraction of the trace used for training.
+    pub train_fraction: f64,
+}
+
+/// Opens a trace, decompressing it when it is gzip (by magic number, not by name).
+fn open(path: &PathBuf) -> anyhow::Result<Box<dyn BufRead>> {
+    let file = File::open(path).with_context(|| format!("unable to open {}", path.display()))?;
+    let mut reader = BufReader::new(file);
+    let gzip = reader
+        .fill_buf()
+        .with_context(|| format!("unable to read {}", path.display()))?
+        .starts_with(&[0x1f, 0x8b]);
+    Ok(if gzip {
+        Box::new(BufReader::new(flate2::bufread::GzDecoder::new(reader)))
+    } else {
+        Box::new(reader)
+    })
+}
+
+/// Runs the evaluation and prints the report to stdout (progress to stderr when it is a terminal).
+pub fn run(options: &ForecastOptions) -> anyhow::Result<()> {
+    let mut horizons = Vec::with_capacity(options.horizons.len());
+    for h in &options.horizons {
+        if h.subsec_nanos() != 0 || h.as_secs() == 0 || h.as_secs() > 3_600 {
+            bail!("horizon {h:?} must be a whole number of seconds between 1s and 1h");
+        }
+        horizons.push(h.as_secs());
+    }
+    horizons.sort_unstable();
+    horizons.dedup();
+    if !(0.1..=0.95).contains(&options.train_fraction) {
+        bail!("--train must be between 0.1 and 0.95");
+    }
+    let started = Instant::now();
+    let trace = parse_trace(open(&options.trace)?)
+        .with_context(|| format!("{}: not a trace", options.trace.display()))?;
+    let parsed = started.elapsed();
+    let seconds = trace.duration_sec();
+    let services: Vec<_> = trace
+        .services
+        .iter()
+        .filter(|s| options.service.as_deref().is_none_or(|name| s.name == name))
+        .collect();
+    if services.is_empty() {
+        let known: Vec<_> = trace.services.iter().map(|s| s.name.as_str()).collect();
+        bail!(
+            "no service {:?} in the trace (it has: {})",
+            options.service.as_deref().unwrap_or(""),
+            known.join(", ")
+        );
+    }
+    let config = EvalConfig {
+        ensemble: EnsembleConfig {
+            horizons,
+            ..EnsembleConfig::default()
+        },
+        train_fraction: options.train_fraction,
+        ..EvalConfig::default()
+    };
+    let terminal = std::io::stderr().is_terminal();
+    let mut out = std::io::stdout().lock();
+    for service in services {
+        let series = service.dense_series(seconds);
+        let started = Instant::now();
+        let mut last_shown = Instant::now();
+        let report = evaluate(&series, &config, |done, total| {
+            let now = Instant::now();
+            if (now - last_shown >= Duration::from_millis(200) || done == total) && total > 0 {
+                last_shown = now;
+                let line = format!(
+                    "{}: {:>3}% of {} s replayed",
+                    service.name,
+                    done * 100 / total,
+                    total
+                );
+                if terminal {
+                    eprint!("\r{line}");
+                } else if done == total {
+                    eprintln!("{line}");
+                }
+            }
+        });
+        if terminal {
+            eprintln!();
+        }
+        writeln!(
+            out,
+            "## {}: {} requests over {} s; parsed in {:.2?}, replayed in {:.2?}\n",
+            service.name,
+            service.total(),
+            seconds,
+            parsed,
+            started.elapsed()
+        )?;
+        writeln!(out, "{}", format_report(&report))?;
+    }
+    Ok(())
+}
