@@ -50,8 +50,8 @@ fn main() {
         tenant_slots: 1,
         ..PredictorConfig::default()
     };
-    let untracked = Predictor::new(names.iter().cloned(), bare)
-        .unwrap_or_else(|e| panic!("predictor: {e}"));
+    let untracked =
+        Predictor::new(names.iter().cloned(), bare).unwrap_or_else(|e| panic!("predictor: {e}"));
     let service_bytes = live() - before;
     drop(untracked);
 

@@ -81,13 +81,22 @@ fn every_request_is_recorded_and_forecasts_reach_the_admin_api() {
             .iter()
             .map(|m| m["model"].as_str().unwrap())
             .collect();
-        assert!(models.contains(&"last_value") && models.contains(&"holt"), "{models:?}");
+        assert!(
+            models.contains(&"last_value") && models.contains(&"holt"),
+            "{models:?}"
+        );
     }
-    assert_eq!(forecasts["services"][1]["rate"]["stable"], 0.0, "quiet got no traffic");
+    assert_eq!(
+        forecasts["services"][1]["rate"]["stable"], 0.0,
+        "quiet got no traffic"
+    );
 
     // Routing services see the outlook in the readiness answer.
     let readiness = fc.readiness("shop");
-    assert!(readiness["load"]["rate"].as_f64().unwrap() > 0.0, "{readiness}");
+    assert!(
+        readiness["load"]["rate"].as_f64().unwrap() > 0.0,
+        "{readiness}"
+    );
     assert_eq!(readiness["load"]["forecast"].as_array().unwrap().len(), 4);
 
     // And every request has finished: nothing is left in flight in the predictor.
@@ -123,10 +132,12 @@ fn scheduled_events_come_from_the_policy_and_from_token_holders() {
         &policy(backend.addr(), events),
         &[("FORECOURT_ADMIN_TOKEN", "s3cret")],
     );
-    let event = r#"{"name":"batch","service":"quiet","starts_in":"5s","duration":"1m","add_rate":40}"#;
+    let event =
+        r#"{"name":"batch","service":"quiet","starts_in":"5s","duration":"1m","add_rate":40}"#;
     assert_eq!(fc.admin_send("POST", "/v1/events", None, event).status, 401);
     assert_eq!(
-        fc.admin_send("POST", "/v1/events", Some("s3cre"), event).status,
+        fc.admin_send("POST", "/v1/events", Some("s3cre"), event)
+            .status,
         401
     );
     let bad = fc.admin_send("POST", "/v1/events", Some("s3cret"), "{\"name\":");
@@ -138,7 +149,11 @@ fn scheduled_events_come_from_the_policy_and_from_token_holders() {
         &event.replace("quiet", "nope"),
     );
     assert_eq!(unknown.status, 422);
-    assert!(unknown.text().contains("no service is named"), "{}", unknown.text());
+    assert!(
+        unknown.text().contains("no service is named"),
+        "{}",
+        unknown.text()
+    );
     let posted = fc.admin_send("POST", "/v1/events", Some("s3cret"), event);
     assert_eq!(posted.status, 201, "{}", posted.text());
 
@@ -157,11 +172,13 @@ fn scheduled_events_come_from_the_policy_and_from_token_holders() {
         .collect();
     assert_eq!(sources, [("batch", "api"), ("launch", "policy")]);
     assert_eq!(
-        fc.admin_send("DELETE", "/v1/events/batch", Some("s3cret"), "").status,
+        fc.admin_send("DELETE", "/v1/events/batch", Some("s3cret"), "")
+            .status,
         200
     );
     assert_eq!(
-        fc.admin_send("DELETE", "/v1/events/batch", Some("s3cret"), "").status,
+        fc.admin_send("DELETE", "/v1/events/batch", Some("s3cret"), "")
+            .status,
         404
     );
 

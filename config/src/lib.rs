@@ -13,14 +13,20 @@
 #![forbid(unsafe_code)]
 
 pub mod forecast;
+pub mod launch;
 mod policy;
+pub mod scaling;
 pub mod schema;
 pub mod source_map;
 
+pub use forecast::{EventChange, EventConfig, ForecastConfig};
+pub use launch::{Hold, LaunchConfig};
 pub use policy::{
     Ejection, HealthCheck, InstanceConfig, Limits, Listeners, LoadError, Metadata, Policy, Problem,
     RouteConfig, ServiceConfig, Timeouts, DEFAULT_ADMIN_ADDR, DEFAULT_FLAG_HEADER,
     DEFAULT_PROXY_ADDR, DEFAULT_TENANT_HEADER, DEFAULT_VERSION, MAX_RETRIES,
 };
-pub use forecast::{EventChange, EventConfig, ForecastConfig};
+pub use scaling::{
+    Capacity, Dependency, Horizon, PanicWindow, ScaleDown, ScaleUp, ScalingConfig, ScalingRule,
+};
 pub use source_map::Position;

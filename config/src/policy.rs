@@ -6,11 +6,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::forecast::ForecastConfig;
 use crate::schema::{
     EjectionSpec, HealthCheckSpec, PolicyFile, RouteSpec, ServiceSettingsSpec, ServiceSpec,
     TimeoutsSpec,
 };
-use crate::forecast::ForecastConfig;
 use crate::source_map::{Position, SourceMap};
 
 /// Default proxy listener.
@@ -93,6 +93,14 @@ pub struct ServiceConfig {
     pub retries: u32,
     /// `Retry-After` seconds when no instance is ready.
     pub retry_after: u32,
+    /// How it is scaled; `None` = never scaled, the instance list is fixed.
+    pub scaling: Option<crate::scaling::ScalingConfig>,
+    /// Downstream services its load flows on to.
+    pub dependencies: Vec<crate::scaling::Dependency>,
+    /// How the `local` orchestrator starts its instances; `None` for a fixed instance list.
+    pub launch: Option<crate::launch::LaunchConfig>,
+    /// How requests wait when no instance is ready.
+    pub hold: crate::launch::Hold,
 }
 
 /// A route: every criterion given must match. Host is lowercase without port.
@@ -340,6 +348,10 @@ impl Checker<'_> {
             }
             services.push(service);
         }
+        crate::scaling::check_defaults(raw.defaults.scaling.as_ref(), &mut |path, message| {
+            self.problem(path, message)
+        });
+        crate::scaling::check_graph(&services, &mut |path, message| self.problem(path, message));
         let forecast = self.forecast(raw.forecast, &services);
         Policy {
             listeners,
@@ -480,6 +492,36 @@ impl Checker<'_> {
                 format!("retries {retries} is more than {MAX_RETRIES}"),
             );
         }
+        let scaling = crate::scaling::resolve(
+            at,
+            spec.scaling.as_ref(),
+            defaults.scaling.as_ref(),
+            &mut |path, message| self.problem(path, message),
+        );
+        let dependencies = crate::scaling::dependencies(
+            at,
+            &spec.name,
+            &spec.dependencies,
+            &mut |path, message| self.problem(path, message),
+        );
+        let launch = spec.launch.as_ref().map(|l| self.launch(at, l));
+        let hold = self.hold(at, spec.hold.as_ref(), defaults.hold.as_ref());
+        let scaling = match (&launch, scaling) {
+            (Some(_), None) => {
+                self.problem(
+                    &format!("{at}.launch"),
+                    "a launched service needs scaling: (replicas and capacity per instance)",
+                );
+                None
+            }
+            (_, scaling) => scaling,
+        };
+        if launch.is_some() && !instances.is_empty() {
+            self.problem(
+                &format!("{at}.instances"),
+                "give either a fixed instance list or launch:, not both",
+            );
+        }
         ServiceConfig {
             name: spec.name,
             routes,
@@ -489,6 +531,10 @@ impl Checker<'_> {
             ejection,
             retries,
             retry_after: spec.retry_after.or(defaults.retry_after).unwrap_or(1),
+            scaling,
+            dependencies,
+            launch,
+            hold,
         }
     }
 

@@ -101,6 +101,10 @@ pub struct ServiceSettingsSpec {
     pub retries: Option<u32>,
     /// Seconds a client is told to wait (`Retry-After`) when no instance is ready.
     pub retry_after: Option<u32>,
+    /// Scaling settings every scaled service inherits, field by field.
+    pub scaling: Option<crate::scaling::ScalingSpec>,
+    /// How requests wait when no instance is ready.
+    pub hold: Option<crate::launch::HoldSpec>,
 }
 
 /// Upstream timeouts.
@@ -173,6 +177,15 @@ pub struct ServiceSpec {
     pub retries: Option<u32>,
     /// Overrides `defaults.retry_after`.
     pub retry_after: Option<u32>,
+    /// How this service is scaled; absent (and no `defaults.scaling`) = a fixed instance list.
+    pub scaling: Option<crate::scaling::ScalingSpec>,
+    /// Downstream services this one sends load to, with the fan-out ratio.
+    #[serde(default)]
+    pub dependencies: Vec<crate::scaling::DependencySpec>,
+    /// Start instances as local child processes (the `local` orchestrator).
+    pub launch: Option<crate::launch::LaunchSpec>,
+    /// Overrides `defaults.hold`, field by field.
+    pub hold: Option<crate::launch::HoldSpec>,
 }
 
 /// One route: every criterion given must match.

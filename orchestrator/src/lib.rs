@@ -13,15 +13,26 @@
 //! decides which are confirmed ready and publishes immutable snapshots that the request path
 //! reads without locks.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)] // the one exception: `local::sys` (child process signals)
 
+pub mod backend;
 pub mod control;
 pub mod health;
+pub mod local;
 pub mod ready;
+pub mod scaling;
+pub mod static_backend;
 
+pub use backend::{Drain, InstanceInfo, NoDrain, Orchestrator, OrchestratorError, Update};
 pub use control::{
     EventBook, EventBookError, EventEntry, EventSource, ForecastBoard, ForecastLoop,
     MAX_POSTED_EVENTS,
 };
 pub use health::{check_service, probe, HealthState};
+pub use local::{LocalOrchestrator, LocalService};
 pub use ready::{Fleet, Instance, InstanceId, ReadySet, ServiceInstances, EJECT_AFTER_5XX};
+pub use scaling::{
+    decide, dependency_demand, Decision, ForecastAtHorizon, Reason, ScalingInputs, ScalingState,
+    ServiceLoad, TimeToReady,
+};
+pub use static_backend::{StaticOrchestrator, StaticService};
