@@ -6,7 +6,7 @@
 //!    1. scoreboard.score(t, value)          forecasts issued at t − h meet their actual
 //!    2. model.observe(t, value)             for every model
 //!    3. per horizon h:
-//!         weights  w_m ∝ 1 / MAE_m(h)²      (equal until enough points are scored)
+//!         weights  w_m ∝ 1 / MAE_m(h)²      (the highest model until enough points are scored)
 //!         point    Σ w_m · f_m(h)
 //!         upper    point + quantile of the ensemble's own residuals at h
 //!       scoreboard.issue(t, h, …)           the last value is kept for MASE
@@ -40,7 +40,7 @@ impl Default for EnsembleConfig {
         Self {
             horizons: vec![5, 10, 30, 60],
             score: ScoreConfig::default(),
-            min_scored_points: 30.0,
+            min_scored_points: 10.0,
             weight_power: 8.0,
         }
     }
@@ -166,14 +166,15 @@ impl Ensemble {
         let width = n + 1;
         for h in 0..self.config.horizons.len() {
             let horizon = self.config.horizons[h];
-            self.update_weights(h);
-            let mut ensemble = 0.0;
             for (m, model) in self.models.iter().enumerate() {
                 let point = model.forecast(horizon);
                 self.points[h * width + m] = point;
                 self.uppers[h * width + m] = point + self.scoreboard.margin(h, m, point);
-                ensemble += self.weights[h * n + m] * point;
             }
+            self.update_weights(h);
+            let ensemble: f64 = (0..n)
+                .map(|m| self.weights[h * n + m] * self.points[h * width + m])
+                .sum();
             self.points[h * width + n] = ensemble;
             self.uppers[h * width + n] = ensemble + self.scoreboard.margin(h, n, ensemble);
             self.scoreboard.issue(
@@ -195,7 +196,14 @@ impl Ensemble {
         let weights = &mut self.weights[h * n..(h + 1) * n];
         let (_, scored) = self.scoreboard.recent_mae(h, 0);
         if scored < self.config.min_scored_points {
-            weights.fill(1.0 / n as f64);
+            // No track record yet: follow the most pessimistic model, because under-predicting
+            // costs a cold start while over-predicting only costs an idle instance for a while.
+            let width = n + 1;
+            let highest = (0..n)
+                .max_by(|&a, &b| self.points[h * width + a].total_cmp(&self.points[h * width + b]))
+                .unwrap_or(0);
+            weights.fill(0.0);
+            weights[highest] = 1.0;
             return;
         }
         let best = (0..n)
@@ -342,12 +350,29 @@ mod tests {
         for horizon in &snapshot.horizons {
             assert!((horizon.ensemble.point - 10.0).abs() < 1e-6);
             assert!(horizon.ensemble.upper >= horizon.ensemble.point);
-            assert_eq!(horizon.models.len(), 5);
+            assert_eq!(horizon.models.len(), 6);
             let weights: f64 = horizon.models.iter().map(|m| m.weight).sum();
             assert!((weights - 1.0).abs() < 1e-9);
             assert!(horizon.ensemble_recent.points > 150.0);
             assert_eq!(horizon.ensemble_recent.wape.map(|w| w < 1e-6), Some(true));
         }
+    }
+
+    #[test]
+    fn follows_the_highest_model_until_it_has_a_track_record() {
+        let mut ensemble = Ensemble::new(EnsembleConfig {
+            horizons: vec![5],
+            ..EnsembleConfig::default()
+        });
+        // A ramp from a standing start: the smoothed models lag, the trend does not.
+        for t in 0..12u64 {
+            ensemble.observe(t, 4.0 + 2.0 * t as f64);
+        }
+        let forecast = ensemble.forecast(0).expect("forecast");
+        // Seven forecasts scored so far. The last value is 26; the ramp reaches 36 five seconds
+        // later.
+        assert!((forecast.point - 36.0).abs() < 1e-6, "{forecast:?}");
+        assert_eq!(ensemble.leading_model(0), Some("trend"));
     }
 
     #[test]

@@ -194,7 +194,7 @@ mod tests {
         assert_eq!(calls.last(), Some(&(10_000, 10_000)));
         assert_eq!(report.horizons.len(), 4);
         for horizon in &report.horizons {
-            assert_eq!(horizon.scores.len(), 6);
+            assert_eq!(horizon.scores.len(), 7);
             let ensemble = horizon.score("ensemble").expect("ensemble row");
             // Every test second is a target, including those forecast from the warm-up.
             assert_eq!(ensemble.stats.points as usize, 3_000);

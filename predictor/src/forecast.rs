@@ -15,14 +15,16 @@ mod holt;
 mod last_value;
 pub mod period;
 mod seasonal;
+mod trend;
 
 pub use ewma::Ewma;
 pub use holt::{Holt, HoltConfig};
 pub use last_value::LastValue;
 pub use seasonal::{Seasonal, SeasonalConfig};
+pub use trend::LinearTrend;
 
 /// A point forecaster fed one value per second.
-pub trait Forecaster: Send {
+pub trait Forecaster: Send + Sync {
     /// Short stable name used in snapshots and metrics labels.
     fn name(&self) -> &'static str;
     /// Feeds the value of second `t_sec`; seconds arrive in increasing order, gaps are allowed.
@@ -45,13 +47,14 @@ pub struct Forecast {
 }
 
 /// The default model set: last value (the baseline every score is compared to), a fast and a
-/// slow EWMA, damped Holt, and Holt with a detected seasonal profile.
+/// slow EWMA, damped Holt, a 20 s linear trend, and Holt with a detected seasonal profile.
 pub fn default_models() -> Vec<Box<dyn Forecaster>> {
     vec![
         Box::new(LastValue::new()),
         Box::new(Ewma::new("ewma_fast", 0.3)),
         Box::new(Ewma::new("ewma_slow", 0.03)),
         Box::new(Holt::new(HoltConfig::default())),
+        Box::new(LinearTrend::new(20)),
         Box::new(Seasonal::new(SeasonalConfig::default())),
     ]
 }

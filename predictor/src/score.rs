@@ -17,7 +17,8 @@
 pub struct ScoreConfig {
     /// Memory of the recent error sums in scored points (default 600, about 10 minutes).
     pub memory_points: f64,
-    /// Residuals kept per model and horizon for the upper-bound quantile (default 256).
+    /// Residuals kept per model and horizon for the upper-bound quantile (default 120: two minutes,
+    /// so a past surge stops widening the bound soon after).
     pub residual_window: usize,
     /// Quantile of recent residuals added to the point for the upper bound (default 0.9).
     pub upper_quantile: f64,
@@ -29,7 +30,7 @@ impl Default for ScoreConfig {
     fn default() -> Self {
         Self {
             memory_points: 600.0,
-            residual_window: 256,
+            residual_window: 120,
             upper_quantile: 0.9,
             min_residuals: 16,
         }

@@ -62,11 +62,9 @@ impl Holt {
     pub fn update(&mut self, value: f64) {
         let HoltConfig { alpha, beta, phi } = self.config;
         match self.seen {
+            // The trend starts flat: two noisy first seconds say nothing about a slope, and with
+            // a slow trend factor a wrong start would linger for minutes.
             0 => self.level = value,
-            1 => {
-                self.trend = value - self.level;
-                self.level = value;
-            }
             _ => {
                 let previous = self.level;
                 self.level = alpha * value + (1.0 - alpha) * (previous + phi * self.trend);
