@@ -89,10 +89,14 @@ fn an_instance_gets_traffic_only_after_its_health_check_passes() {
     routes: [{{ path_prefix: / }}]
     instances: [{{ address: \"127.0.0.1:{port}\" }}]
     retry_after: 2
+    hold: {{ timeout: 200ms }}
 "
     )));
+    // Held for the hold timeout, then 503 with Retry-After.
+    let asked = Instant::now();
     let before = get(fc.proxy, "/", &[]).unwrap();
     assert_eq!(before.status, 503, "{}", before.text());
+    assert!(asked.elapsed() >= Duration::from_millis(200));
     assert_eq!(before.header("retry-after"), Some("2"));
     let readiness = fc.readiness("slow");
     assert_eq!(readiness["ready"].as_array().unwrap().len(), 0);

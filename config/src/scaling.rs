@@ -122,6 +122,8 @@ pub struct ScalingSpec {
     pub idle_to_zero_after: Option<Duration>,
     /// Replicas kept while any traffic is forecast (default 0).
     pub warm_pool: Option<u32>,
+    /// `false` scales on live load only (reactive, Knative-style), ignoring forecasts and rules.
+    pub predictive: Option<bool>,
 }
 
 /// What one replica handles: exactly one of the two.
@@ -228,6 +230,8 @@ pub struct ScalingConfig {
     pub idle_to_zero_after: Duration,
     /// Replicas kept while any traffic is forecast.
     pub warm_pool: u32,
+    /// Whether forecasts (and rules on them) count; `false` = purely reactive.
+    pub predictive: bool,
 }
 
 /// What one replica handles at 100 % utilization.
@@ -372,6 +376,7 @@ impl ScalingConfig {
             stable_window: DEFAULT_STABLE_WINDOW,
             idle_to_zero_after: DEFAULT_IDLE_TO_ZERO_AFTER,
             warm_pool: 0,
+            predictive: true,
         }
     }
 
@@ -601,6 +606,7 @@ impl Resolver<'_, '_> {
             self.conflict(&warm_pool, &max, message);
         }
 
+        let predictive = self.pick("predictive", |s| s.predictive, true);
         Some(ScalingConfig {
             min_replicas: min.value,
             max_replicas: max.value,
@@ -624,6 +630,7 @@ impl Resolver<'_, '_> {
             stable_window: stable.value,
             idle_to_zero_after: idle.value,
             warm_pool: warm_pool.value,
+            predictive: predictive.value,
         })
     }
 

@@ -15,6 +15,7 @@
 
 #![deny(unsafe_code)] // the one exception: `local::sys` (child process signals)
 
+pub mod autoscale;
 pub mod backend;
 pub mod control;
 pub mod health;
@@ -23,6 +24,7 @@ pub mod ready;
 pub mod scaling;
 pub mod static_backend;
 
+pub use autoscale::{Autoscaler, DecisionCounters, ScalingBoard, ServiceScaling, ServiceView};
 pub use backend::{Drain, InstanceInfo, NoDrain, Orchestrator, OrchestratorError, Update};
 pub use control::{
     EventBook, EventBookError, EventEntry, EventSource, ForecastBoard, ForecastLoop,

@@ -41,6 +41,12 @@ pub struct Instance {
     ejections: AtomicU32,
     consecutive_5xx: AtomicU32,
     ready: AtomicBool,
+    /// Set when the instance leaves its service: no new requests, in-flight ones finish.
+    draining: AtomicBool,
+    /// When Forecourt learned of it (tokio clock, so tests can pause time).
+    added: tokio::time::Instant,
+    /// From `added` to the first confirmed-ready probe, once that happened.
+    time_to_ready: std::sync::OnceLock<Duration>,
     /// Health detail; touched only by the health checker and the admin API.
     health: Mutex<HealthState>,
 }
@@ -63,8 +69,26 @@ impl Instance {
             ejections: AtomicU32::new(0),
             consecutive_5xx: AtomicU32::new(0),
             ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            added: tokio::time::Instant::now(),
+            time_to_ready: std::sync::OnceLock::new(),
             health: Mutex::new(HealthState::default()),
         }
+    }
+
+    /// True once the instance has left its service and only finishes what it has.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// How long it took from being added to its first confirmed-ready probe.
+    pub fn time_to_ready(&self) -> Option<Duration> {
+        self.time_to_ready.get().copied()
+    }
+
+    /// Time since Forecourt learned of the instance.
+    pub fn age(&self) -> Duration {
+        self.added.elapsed()
     }
 
     /// Requests currently sent to this instance and not yet finished.
@@ -163,10 +187,15 @@ impl Instance {
             .health
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let was = health.ready;
+        let was = self.ready.load(Ordering::Acquire);
         health.observe(result, check.healthy_threshold, check.unhealthy_threshold);
-        self.ready.store(health.ready, Ordering::Release);
-        was != health.ready
+        // A draining instance stays out of the ready set whatever its probes say.
+        let ready = health.ready && !self.is_draining();
+        if ready {
+            let _ = self.time_to_ready.set(self.added.elapsed());
+        }
+        self.ready.store(ready, Ordering::Release);
+        was != ready
     }
 }
 
@@ -186,6 +215,8 @@ pub struct ServiceInstances {
     ready: ArcSwap<ReadySet>,
     /// Bumped each time the ready set changes; waiters subscribe to it.
     changed: watch::Sender<u64>,
+    /// Instances taken out that may still have requests in flight (control path only).
+    draining: Mutex<Vec<Arc<Instance>>>,
 }
 
 // === impl ServiceInstances ===
@@ -198,6 +229,7 @@ impl ServiceInstances {
             all: ArcSwap::from_pointee(instances),
             ready: ArcSwap::from_pointee(ReadySet::default()),
             changed: watch::channel(0).0,
+            draining: Mutex::new(Vec::new()),
         }
     }
 
@@ -216,6 +248,128 @@ impl ServiceInstances {
         self.changed.subscribe()
     }
 
+    /// Adds an instance (not ready until its health check passes); an address already present
+    /// is kept as it is.
+    pub fn add(&self, address: SocketAddr, version: &str) -> Arc<Instance> {
+        let fresh = Arc::new(Instance::new(address, version));
+        let before = self.all.rcu(|all| {
+            if all.iter().any(|i| i.address == address) {
+                return Arc::clone(all);
+            }
+            let mut next = Vec::with_capacity(all.len() + 1);
+            next.extend(all.iter().cloned());
+            next.push(Arc::clone(&fresh));
+            Arc::new(next)
+        });
+        before
+            .iter()
+            .find(|i| i.address == address)
+            .cloned()
+            .unwrap_or(fresh)
+    }
+
+    /// Takes an instance out: it leaves the ready set at once (no new requests) and is returned
+    /// so the caller can wait for its in-flight requests. `None` if it was not there.
+    pub fn remove(&self, address: SocketAddr) -> Option<Arc<Instance>> {
+        let mut removed = None;
+        self.all.rcu(|all| {
+            removed = all.iter().find(|i| i.address == address).cloned();
+            if removed.is_none() {
+                return Arc::clone(all);
+            }
+            Arc::new(
+                all.iter()
+                    .filter(|i| i.address != address)
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            )
+        });
+        let removed = removed?;
+        removed.draining.store(true, Ordering::Release);
+        removed.ready.store(false, Ordering::Release);
+        self.publish_ready();
+        self.retire(std::slice::from_ref(&removed));
+        Some(removed)
+    }
+
+    fn retire(&self, instances: &[Arc<Instance>]) {
+        let mut draining = self.draining.lock().unwrap_or_else(|e| e.into_inner());
+        draining.retain(|i| i.in_flight() > 0);
+        draining.extend(instances.iter().cloned());
+    }
+
+    /// Takes the instance at `address` out (if it is still in) and waits until none of its
+    /// requests is in flight, or `timeout` passes. True when it drained.
+    pub async fn drain(&self, address: SocketAddr, timeout: Duration) -> bool {
+        let _ = self.remove(address);
+        let instance = self
+            .draining
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|i| i.address == address)
+            .cloned();
+        let Some(instance) = instance else {
+            return true;
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        let drained = loop {
+            if instance.in_flight() == 0 {
+                break true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        if !drained {
+            tracing::warn!(
+                service = %self.name, %address, in_flight = instance.in_flight(),
+                "drain timed out; stopping the instance with requests in flight"
+            );
+        }
+        self.draining
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|i| !Arc::ptr_eq(i, &instance));
+        drained
+    }
+
+    /// Takes every instance out (the service left the policy); they drain like removed ones.
+    pub fn retire_all(&self) -> Vec<Arc<Instance>> {
+        self.reset(&[])
+    }
+
+    /// Replaces every instance with `instances` (a reset from an orchestrator or a reloaded
+    /// static list): instances kept by address and version keep their state; the others drain.
+    /// Returns the removed ones.
+    pub fn reset(&self, instances: &[(SocketAddr, String)]) -> Vec<Arc<Instance>> {
+        let current = self.all();
+        let keep: Vec<Arc<Instance>> = instances
+            .iter()
+            .map(|(address, version)| {
+                current
+                    .iter()
+                    .find(|i| i.address == *address && *i.version == **version)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(Instance::new(*address, version)))
+            })
+            .collect();
+        let removed: Vec<Arc<Instance>> = current
+            .iter()
+            .filter(|i| !keep.iter().any(|k| Arc::ptr_eq(k, i)))
+            .cloned()
+            .collect();
+        for instance in &removed {
+            instance.draining.store(true, Ordering::Release);
+            instance.ready.store(false, Ordering::Release);
+        }
+        self.all.store(Arc::new(keep));
+        self.publish_ready();
+        self.retire(&removed);
+        removed
+    }
+
     /// Rebuilds the ready set from the instances' readiness and publishes it.
     pub(crate) fn publish_ready(&self) {
         let instances: Vec<Arc<Instance>> = self
@@ -228,6 +382,15 @@ impl ServiceInstances {
         self.ready.store(Arc::new(ReadySet { instances }));
         self.changed.send_modify(|generation| *generation += 1);
     }
+}
+
+/// The fixed instances a policy lists for a service.
+fn static_list(service: &ServiceConfig) -> Vec<(SocketAddr, String)> {
+    service
+        .instances
+        .iter()
+        .map(|i| (i.address, i.version.clone()))
+        .collect()
 }
 
 /// Every service's instances, built from a policy.
@@ -245,24 +408,24 @@ impl Fleet {
     pub fn new(services: &[ServiceConfig], previous: Option<&Fleet>) -> Self {
         let mut fleet = Fleet::default();
         for service in services {
-            let old = previous.and_then(|p| p.service(&service.name));
-            let instances = service
-                .instances
-                .iter()
-                .map(|spec| {
-                    old.and_then(|o| {
-                        o.all()
-                            .iter()
-                            .find(|i| i.address == spec.address && *i.version == *spec.version)
-                            .cloned()
-                    })
-                    .unwrap_or_else(|| Arc::new(Instance::new(spec.address, &spec.version)))
-                })
-                .collect();
-            let entry = Arc::new(ServiceInstances::new(&service.name, instances));
-            if old.is_some() {
-                entry.publish_ready();
-            }
+            let entry = match previous.and_then(|p| p.service(&service.name)) {
+                // The same service keeps its instances object: health checkers, held
+                // requests and orchestrators keep working across a reload.
+                Some(old) => {
+                    // Launched services get their instances from the orchestrator instead.
+                    if service.launch.is_none() {
+                        let _ = old.reset(&static_list(service));
+                    }
+                    Arc::clone(old)
+                }
+                None => {
+                    let instances = static_list(service)
+                        .into_iter()
+                        .map(|(address, version)| Arc::new(Instance::new(address, &version)))
+                        .collect();
+                    Arc::new(ServiceInstances::new(&service.name, instances))
+                }
+            };
             fleet
                 .by_name
                 .insert(entry.name.clone(), fleet.services.len());
@@ -336,6 +499,93 @@ mod tests {
         i.start_request();
         i.finish_request();
         assert_eq!(i.in_flight(), 1);
+    }
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn check() -> HealthCheck {
+        HealthCheck {
+            path: "/healthz".to_owned(),
+            interval: Duration::from_millis(100),
+            timeout: Duration::from_millis(100),
+            healthy_threshold: 1,
+            unhealthy_threshold: 1,
+        }
+    }
+
+    #[test]
+    fn added_instances_wait_for_their_probe_and_removed_ones_drain() {
+        let service = ServiceInstances::new("shop", Vec::new());
+        let a = service.add(addr(1), "stable");
+        let again = service.add(addr(1), "stable");
+        assert!(Arc::ptr_eq(&a, &again), "an address is added once");
+        let b = service.add(addr(2), "v2");
+        assert_eq!(service.all().len(), 2);
+        assert!(service.ready().instances.is_empty());
+        assert!(a.record_probe(Ok(()), &check()));
+        assert!(b.record_probe(Ok(()), &check()));
+        assert!(a.time_to_ready().is_some());
+        service.publish_ready();
+        assert_eq!(service.ready().instances.len(), 2);
+
+        let changes = service.subscribe();
+        b.start_request();
+        let removed = service.remove(addr(2)).expect("present");
+        assert!(removed.is_draining() && !removed.is_ready());
+        assert_eq!(removed.in_flight(), 1, "in-flight requests finish on it");
+        assert_eq!(service.ready().instances.len(), 1);
+        assert!(changes.has_changed().unwrap_or(false));
+        // Probes that still pass do not bring a draining instance back.
+        assert!(!removed.record_probe(Ok(()), &check()));
+        assert!(!removed.is_ready());
+        assert!(service.remove(addr(2)).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drain_waits_for_in_flight_requests_up_to_the_timeout() {
+        let service = Arc::new(ServiceInstances::new("shop", Vec::new()));
+        let busy = service.add(addr(1), "stable");
+        busy.start_request();
+        let waiter = {
+            let service = Arc::clone(&service);
+            tokio::spawn(async move { service.drain(addr(1), Duration::from_secs(5)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(busy.is_draining(), "drain takes the instance out first");
+        assert!(!waiter.is_finished());
+        busy.finish_request();
+        assert_eq!(waiter.await.ok(), Some(true));
+
+        let stuck = service.add(addr(2), "stable");
+        stuck.start_request();
+        let started = tokio::time::Instant::now();
+        assert!(!service.drain(addr(2), Duration::from_secs(5)).await);
+        assert!(started.elapsed() >= Duration::from_secs(5));
+        assert!(
+            service.drain(addr(3), Duration::from_secs(5)).await,
+            "unknown: nothing to wait for"
+        );
+    }
+
+    #[test]
+    fn reset_keeps_matching_instances_and_drains_the_rest() {
+        let service = ServiceInstances::new("shop", Vec::new());
+        let kept = service.add(addr(1), "stable");
+        let gone = service.add(addr(2), "stable");
+        kept.record_probe(Ok(()), &check());
+        service.publish_ready();
+        let removed = service.reset(&[
+            (addr(1), "stable".to_owned()),
+            (addr(3), "stable".to_owned()),
+        ]);
+        assert_eq!(removed.len(), 1);
+        assert!(Arc::ptr_eq(&removed[0], &gone) && gone.is_draining());
+        let all = service.all();
+        assert!(Arc::ptr_eq(&all[0], &kept), "state survives the reset");
+        assert_eq!(all[1].address, addr(3));
+        assert_eq!(service.ready().instances.len(), 1);
     }
 
     #[test]

@@ -18,7 +18,7 @@
 //!  Decision { desired, reactive, predictive, reason, … }
 //!
 //!  TimeToReady: replica ordered ─► confirmed ready ─► p90 of recent ─► horizon (+ margin)
-//!  dependency_demand: upstream forecast surges × fan-out, along the dependency graph
+//!  dependency_demand: upstream forecast surges (point − current) × fan-out, along the dependency graph
 //! ```
 //!
 //! Everything here is pure: no IO, no async, time passed in as `now_ms`. The control loop
@@ -667,8 +667,9 @@ pub struct ServiceLoad<'a> {
     pub name: &'a str,
     /// Its downstream services.
     pub dependencies: &'a [Dependency],
-    /// Its forecast's upper bound at the horizon, req/s; `None` while warming up.
-    pub forecast_upper: Option<f64>,
+    /// Its expected (point) forecast at the horizon, req/s; `None` while warming up. The point,
+    /// not the upper bound: a service's error margin is its own, not a surge to pass on.
+    pub forecast: Option<f64>,
     /// Its current arrival rate, req/s.
     pub current_rate: f64,
 }
@@ -676,7 +677,7 @@ pub struct ServiceLoad<'a> {
 /// Extra req/s each service (same order as `services`) should prepare for because of a surge
 /// forecast upstream, propagated transitively along the dependency graph.
 ///
-/// A service's surge is its forecast upper bound above its current rate, plus the extra pushed
+/// A service's surge is its point forecast above its current rate, plus the extra pushed
 /// into it; each dependency receives `fan_out` times its upstream's surge. Only the surge is
 /// pushed because the downstream's own forecast already sees the traffic its upstreams send
 /// today (the calls go through Forecourt). Unknown names are ignored; edges that would close a
@@ -707,7 +708,7 @@ pub fn dependency_demand(services: &[ServiceLoad<'_>]) -> Vec<f64> {
     while let Some(i) = ready.pop_front() {
         let s = &services[i];
         let own = s
-            .forecast_upper
+            .forecast
             .map_or(0.0, |upper| (clean(upper) - clean(s.current_rate)).max(0.0));
         let surge = own + extra[i];
         for &(j, fan_out) in &edges[i] {

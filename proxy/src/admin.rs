@@ -9,6 +9,8 @@
 //! GET /v1/forecasts                     each service's rate, forecast, upper bound, model errors,
 //!                                       and the scheduled events
 //! POST /v1/events                       schedule an event (bearer token required)
+//! POST /v1/reload                       reload the policy file (bearer token required)
+//! GET /v1/config                        the policy file, its generation, the last rejection
 //! DELETE /v1/events/{name}              cancel posted events by name (bearer token required)
 //! ```
 
@@ -28,6 +30,7 @@ use tokio::sync::watch;
 use http_body_util::{BodyExt as _, Limited};
 
 use crate::metrics::{label, render_requests};
+use crate::reload::ReloadOutcome;
 
 mod forecasts;
 
@@ -35,7 +38,7 @@ pub use forecasts::{forecasts_json, render_forecast_metrics, PostedEvent};
 
 /// Largest admin request body.
 const MAX_ADMIN_BODY: usize = 64 * 1024;
-use forecourt_orchestrator::ForecastBoard;
+use forecourt_orchestrator::{ForecastBoard, ScalingBoard};
 
 use crate::state::{FrontDoor, ServiceRuntime};
 
@@ -50,6 +53,8 @@ pub struct ReadyInstance {
     pub in_flight: u32,
     /// Response latency EWMA in milliseconds.
     pub latency_ewma_ms: f64,
+    /// From when Forecourt learned of it to its first confirmed-ready probe.
+    pub time_to_ready_ms: Option<u64>,
 }
 
 /// One instance that gets no traffic, and why.
@@ -74,6 +79,31 @@ pub struct Readiness {
     pub not_ready: Vec<NotReadyInstance>,
     /// The load now and what is forecast (absent until the control loop's first tick).
     pub load: Option<LoadOutlook>,
+    /// Replicas ordered and desired, and why (scaled services only).
+    pub scaling: Option<ScalingOutlook>,
+}
+
+/// A scaled service's replicas and the load they are sized for.
+#[derive(Debug, Serialize)]
+pub struct ScalingOutlook {
+    /// Replicas ordered from the orchestrator.
+    pub ordered: u32,
+    /// Replicas the policy wants now.
+    pub desired: u32,
+    /// Why, as a stable label.
+    pub reason: &'static str,
+    /// Load forecast at the horizon (upper bound plus dependency demand).
+    pub predicted_load: f64,
+    /// Capacity of the replicas, in `capacity_kind` units.
+    pub capacity: f64,
+    /// `requests_per_second` or `concurrency`.
+    pub capacity_kind: &'static str,
+    /// Horizon of the forecast used, in seconds.
+    pub horizon_seconds: u64,
+    /// Measured order-to-ready time (90th percentile), once measured.
+    pub time_to_ready_ms: Option<u64>,
+    /// Requests waiting for a ready instance now.
+    pub held_requests: u64,
 }
 
 /// A service's current load and forecast, for routing services planning ahead.
@@ -101,7 +131,12 @@ pub struct HorizonOutlook {
 }
 
 /// Builds the readiness answer of one service.
-pub fn readiness(service: &ServiceRuntime, board: &ForecastBoard, now_ms: u64) -> Readiness {
+pub fn readiness(
+    service: &ServiceRuntime,
+    board: &ForecastBoard,
+    scaling: &ScalingBoard,
+    now_ms: u64,
+) -> Readiness {
     let mut ready = Vec::new();
     let mut not_ready = Vec::new();
     let threshold = service.config.health_check.healthy_threshold;
@@ -131,6 +166,9 @@ pub fn readiness(service: &ServiceRuntime, board: &ForecastBoard, now_ms: u64) -
                 version,
                 in_flight: instance.in_flight(),
                 latency_ewma_ms: instance.latency_ewma_us() / 1000.0,
+                time_to_ready_ms: instance
+                    .time_to_ready()
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             });
         }
     }
@@ -149,11 +187,28 @@ pub fn readiness(service: &ServiceRuntime, board: &ForecastBoard, now_ms: u64) -
             })
             .collect(),
     });
+    let scaling = scaling
+        .service(&service.config.name)
+        .map(|s| ScalingOutlook {
+            ordered: s.ordered,
+            desired: s.desired,
+            reason: s.reason.as_str(),
+            predicted_load: round(s.predicted_load),
+            capacity: round(s.capacity),
+            capacity_kind: s.capacity_kind,
+            horizon_seconds: s.horizon_secs,
+            time_to_ready_ms: s.time_to_ready_ms,
+            held_requests: service
+                .metrics
+                .held_now
+                .load(std::sync::atomic::Ordering::Relaxed),
+        });
     Readiness {
         service: service.config.name.clone(),
         ready,
         not_ready,
         load,
+        scaling,
     }
 }
 
@@ -225,7 +280,76 @@ pub fn render_metrics(front_door: &FrontDoor) -> String {
         front_door.metrics.rejected.load(relaxed)
     );
     render_forecast_metrics(&mut out, &front_door.forecasts.load());
+    render_scaling_metrics(&mut out, front_door);
     out
+}
+
+/// Writes replicas, scaling decisions and reload outcomes.
+fn render_scaling_metrics(out: &mut String, front_door: &FrontDoor) {
+    let board = front_door.scaling.load();
+    out.push_str("# HELP forecourt_replicas Replicas of a scaled service: ordered, desired, ready.\n# TYPE forecourt_replicas gauge\n");
+    for s in &board.services {
+        let name = label(&s.service);
+        for (state, n) in [
+            ("ordered", s.ordered),
+            ("desired", s.desired),
+            ("ready", s.ready),
+        ] {
+            let _ = writeln!(
+                out,
+                "forecourt_replicas{{service=\"{name}\",state=\"{state}\"}} {n}"
+            );
+        }
+    }
+    out.push_str("# HELP forecourt_predicted_load Forecast load at the horizon plus dependency demand, in capacity units.\n# TYPE forecourt_predicted_load gauge\n");
+    for s in &board.services {
+        let _ = writeln!(
+            out,
+            "forecourt_predicted_load{{service=\"{}\"}} {}",
+            label(&s.service),
+            s.predicted_load
+        );
+    }
+    out.push_str("# HELP forecourt_scaling_horizon_seconds Forecast horizon used: measured time-to-ready plus margin.\n# TYPE forecourt_scaling_horizon_seconds gauge\n");
+    for s in &board.services {
+        let _ = writeln!(
+            out,
+            "forecourt_scaling_horizon_seconds{{service=\"{}\"}} {}",
+            label(&s.service),
+            s.horizon_secs
+        );
+    }
+    out.push_str("# HELP forecourt_scaling_decisions_total Replica changes ordered, by reason.\n# TYPE forecourt_scaling_decisions_total counter\n");
+    for (service, reason, n) in front_door.decisions.snapshot() {
+        let _ = writeln!(
+            out,
+            "forecourt_scaling_decisions_total{{service=\"{}\",reason=\"{reason}\"}} {n}",
+            label(&service)
+        );
+    }
+    let relaxed = std::sync::atomic::Ordering::Relaxed;
+    let _ = writeln!(
+        out,
+        "# HELP forecourt_scaling_orders_failed_total Replica orders the orchestrator refused.\n# TYPE forecourt_scaling_orders_failed_total counter\nforecourt_scaling_orders_failed_total {}",
+        front_door.decisions.failed_orders.load(relaxed)
+    );
+    let config = &front_door.config;
+    let _ = writeln!(
+        out,
+        "# HELP forecourt_config_reloads_total Policy reloads by result.\n# TYPE forecourt_config_reloads_total counter\nforecourt_config_reloads_total{{result=\"applied\"}} {}\nforecourt_config_reloads_total{{result=\"rejected\"}} {}",
+        config.applied.load(relaxed),
+        config.rejected.load(relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP forecourt_config_last_reload_rejected 1 when the newest policy file was rejected (the previous one serves).\n# TYPE forecourt_config_last_reload_rejected gauge\nforecourt_config_last_reload_rejected {}",
+        u8::from(config.last_rejection().is_some())
+    );
+    let _ = writeln!(
+        out,
+        "# HELP forecourt_config_generation Generation of the running policy (1 at start).\n# TYPE forecourt_config_generation gauge\nforecourt_config_generation {}",
+        config.generation()
+    );
 }
 
 fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {
@@ -305,6 +429,25 @@ pub async fn handle(front_door: &FrontDoor, req: Request<Incoming>) -> Response<
                 Err(e) => error(StatusCode::TOO_MANY_REQUESTS, &e.to_string()),
             }
         }
+        (&Method::POST, ["v1", "reload"]) => {
+            if let Some(refusal) = denied(front_door, &parts.headers) {
+                return refusal;
+            }
+            match front_door.reload("api").await {
+                ReloadOutcome::Applied { generation } => json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "applied": true, "generation": generation }),
+                ),
+                ReloadOutcome::Rejected { problems } => json(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &serde_json::json!({ "applied": false, "problems": problems }),
+                ),
+                ReloadOutcome::NoFile => error(
+                    StatusCode::CONFLICT,
+                    "forecourt runs on an embedded policy: there is no file to reload",
+                ),
+            }
+        }
         (&Method::DELETE, ["v1", "events", name]) => {
             if let Some(refusal) = denied(front_door, &parts.headers) {
                 return refusal;
@@ -327,6 +470,26 @@ fn get(front_door: &FrontDoor, segments: &[&str]) -> Response<Full<Bytes>> {
             .header(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")
             .body(Full::new(Bytes::from(render_metrics(front_door))))
             .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))),
+        ["v1", "config"] => {
+            let config = &front_door.config;
+            let rejection = config.last_rejection().map(|r| {
+                serde_json::json!({
+                    "at": forecourt_config::forecast::format_time(r.at_unix_ms),
+                    "trigger": r.trigger,
+                    "problems": r.problems,
+                })
+            });
+            json(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "file": config.path().map(|p| p.display().to_string()),
+                    "generation": config.generation(),
+                    "loaded_at": forecourt_config::forecast::format_time(config.loaded_at_unix_ms()),
+                    "services": front_door.snapshot().services.iter().map(|s| s.config.name.clone()).collect::<Vec<_>>(),
+                    "last_rejection": rejection,
+                }),
+            )
+        }
         ["v1", "forecasts"] => json(
             StatusCode::OK,
             &forecasts_json(&front_door.forecasts.load()),
@@ -354,6 +517,7 @@ fn get(front_door: &FrontDoor, segments: &[&str]) -> Response<Full<Bytes>> {
                     &readiness(
                         service,
                         &front_door.forecasts.load(),
+                        &front_door.scaling.load(),
                         front_door.clock.now_ms(),
                     ),
                 ),

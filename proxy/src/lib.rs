@@ -19,11 +19,13 @@
 pub mod admin;
 pub mod backend;
 pub mod balance;
+pub mod control;
 pub mod demo;
 pub mod forecast_cli;
 pub mod metadata;
 pub mod metrics;
 pub mod proxy;
+pub mod reload;
 pub mod routes;
 pub mod server;
 pub mod state;

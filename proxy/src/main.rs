@@ -77,13 +77,14 @@ enum Command {
         #[arg(long = "train", default_value_t = 0.7)]
         train_fraction: f64,
     },
-    /// Run the proxy on the embedded example policy in front of sample backends, with traffic.
+    /// Run the proxy on the embedded example policy: launched sample backends, built-in traffic,
+    /// a live view of rates, forecasts and instances, and a summary.
     Demo {
         /// How long traffic runs, e.g. "20s".
-        #[arg(long, value_parser = humantime_duration, default_value = "20s")]
+        #[arg(long, value_parser = humantime_duration, default_value = "90s")]
         duration: Duration,
-        /// Peak requests per second.
-        #[arg(long, default_value_t = 200)]
+        /// The shop's requests per second at the peak (the api gets half as many).
+        #[arg(long, default_value_t = 80)]
         peak_rps: u32,
     },
 }
@@ -153,6 +154,7 @@ fn main() -> ExitCode {
                 FrontDoor::new(policy, Arc::new(SystemClock::aligned_to_unix_time()))
                     .with_admin_token(token),
             );
+            front_door.config.set_path(&config);
             let threads = threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             match server::build(front_door, &server::ServerOptions { threads, upgrade }) {
@@ -222,8 +224,7 @@ fn main() -> ExitCode {
             match demo::run(demo::DemoOptions { duration, peak_rps }) {
                 Ok(summary) => {
                     println!("{summary}");
-                    // Pingora's server thread has no clean stop from outside: end here.
-                    std::process::exit(0)
+                    ExitCode::SUCCESS
                 }
                 Err(e) => {
                     eprintln!("error: {e:#}");

@@ -101,6 +101,12 @@ pub struct ServiceMetrics {
     pub retries: AtomicU64,
     /// Requests answered 503 because no instance was ready.
     pub no_ready_instance: AtomicU64,
+    /// Requests waiting for a ready instance right now.
+    pub held_now: AtomicU64,
+    /// Requests that waited for a ready instance.
+    pub held: AtomicU64,
+    /// Time held requests waited (those that got an instance and those that timed out).
+    pub hold_wait: LatencyHistogram,
 }
 
 // === impl ServiceMetrics ===
@@ -115,6 +121,9 @@ impl ServiceMetrics {
             connect_failures: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             no_ready_instance: AtomicU64::new(0),
+            held_now: AtomicU64::new(0),
+            held: AtomicU64::new(0),
+            hold_wait: LatencyHistogram::default(),
         }
     }
 
@@ -233,14 +242,28 @@ pub fn render_requests(
         ),
         (
             "forecourt_no_ready_instance_total",
-            "Requests answered 503 because no instance was ready.",
+            "Requests answered 503 because no instance was ready (queue full or deadline passed).",
             |m: &ServiceMetrics| m.no_ready_instance.load(Ordering::Relaxed),
+        ),
+        (
+            "forecourt_held_requests_total",
+            "Requests that waited for a ready instance.",
+            |m: &ServiceMetrics| m.held.load(Ordering::Relaxed),
         ),
     ] {
         let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} counter");
         for (name, m) in services {
             let _ = writeln!(out, "{metric}{{service=\"{}\"}} {}", label(name), get(m));
         }
+    }
+    out.push_str("# HELP forecourt_held_requests Requests waiting for a ready instance now.\n# TYPE forecourt_held_requests gauge\n");
+    for (name, m) in services {
+        let _ = writeln!(
+            out,
+            "forecourt_held_requests{{service=\"{}\"}} {}",
+            label(name),
+            m.held_now.load(Ordering::Relaxed)
+        );
     }
 }
 

@@ -162,6 +162,50 @@ const NO_READY_INSTANCE: &[u8] = br#"{"error":"no ready instance","retry":true}"
 const BAD_GATEWAY: &[u8] = br#"{"error":"upstream failed"}"#;
 const GATEWAY_TIMEOUT: &[u8] = br#"{"error":"upstream timed out"}"#;
 
+/// Counts a request as held for as long as it lives (a client that gives up drops it).
+struct Held<'a>(&'a std::sync::atomic::AtomicU64);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+// === impl Ingress ===
+
+impl Ingress {
+    /// Holds a request of a service with no ready instance until one is confirmed ready (true)
+    /// or the queue is full or the deadline passes (false). The body is not read meanwhile.
+    async fn hold(&self, service: &ServiceRuntime) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let hold = service.config.hold;
+        let metrics = &service.metrics;
+        if metrics.held_now.fetch_add(1, Relaxed) >= u64::from(hold.max_requests) {
+            metrics.held_now.fetch_sub(1, Relaxed);
+            return false;
+        }
+        let _held = Held(&metrics.held_now);
+        metrics.held.fetch_add(1, Relaxed);
+        // A held request is itself a scale signal: wake the control loop now.
+        self.scale_signal.notify_one();
+        let started = Instant::now();
+        let mut changes = service.instances.subscribe();
+        let deadline = tokio::time::sleep(hold.timeout);
+        tokio::pin!(deadline);
+        let ready = loop {
+            if !service.instances.ready().instances.is_empty() {
+                break true;
+            }
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { break false },
+                () = &mut deadline => break false,
+            }
+        };
+        metrics.hold_wait.record(started.elapsed());
+        ready
+    }
+}
+
 /// The request path: Pingora's phases over the shared [`FrontDoor`] state.
 #[derive(Debug, Clone)]
 pub struct Ingress(pub Arc<FrontDoor>);
@@ -229,7 +273,7 @@ impl ProxyHttp for Ingress {
         snapshot.predictor.request_started(id, now);
         ctx.arrived_ms = Some(now);
         let runtime = &snapshot.services[service];
-        if runtime.instances.ready().instances.is_empty() {
+        if runtime.instances.ready().instances.is_empty() && !self.hold(runtime).await {
             runtime
                 .metrics
                 .no_ready_instance

@@ -1,11 +1,11 @@
 //! Assembles the Pingora server: the proxy listener, the admin API and the health checkers.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
-use forecourt_orchestrator::ForecastLoop;
+use forecourt_config::HealthCheck;
+use forecourt_orchestrator::ServiceInstances;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
@@ -21,58 +21,52 @@ pub struct ServerOptions {
     pub upgrade: bool,
 }
 
-/// Runs the health checker of every service of the current snapshot.
+/// Runs one health checker per service of the current snapshot, and follows reloads: new
+/// services get a checker, removed ones lose theirs, a changed health check restarts it.
 struct HealthChecks(Arc<FrontDoor>);
 
 #[async_trait]
 impl BackgroundService for HealthChecks {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let snapshot = self.0.snapshot();
+        type Checker = (Arc<ServiceInstances>, HealthCheck, tokio::task::AbortHandle);
+        let mut generations = self.0.config.subscribe();
         let mut tasks = tokio::task::JoinSet::new();
-        for service in &snapshot.services {
-            tasks.spawn(forecourt_orchestrator::check_service(
-                service.instances.clone(),
-                service.config.health_check.clone(),
-                shutdown.clone(),
-            ));
-        }
-        let _ = shutdown.changed().await;
-        tasks.shutdown().await;
-    }
-}
-
-/// The control loop: once a second, just after each second closes, feed the forecasts.
-struct ControlLoop(Arc<FrontDoor>);
-
-/// How long after a second boundary the loop ticks, so that second is closed for every worker.
-const TICK_OFFSET_MS: u64 = 20;
-
-#[async_trait]
-impl BackgroundService for ControlLoop {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let front_door = &self.0;
-        let snapshot = front_door.snapshot();
-        let mut forecasts = ForecastLoop::new(
-            snapshot.predictor.clone(),
-            &snapshot.policy.forecast,
-            front_door.forecasts.clone(),
-        );
-        drop(snapshot);
+        let mut running: Vec<Checker> = Vec::new();
         loop {
-            let now = front_door.clock.now_ms();
-            let wait = 1_000 - now % 1_000 + TICK_OFFSET_MS;
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_millis(wait)) => {}
-                _ = shutdown.changed() => return,
+            let snapshot = self.0.snapshot();
+            let wanted: Vec<(Arc<ServiceInstances>, HealthCheck)> = snapshot
+                .services
+                .iter()
+                .map(|s| (s.instances.clone(), s.config.health_check.clone()))
+                .collect();
+            running.retain(|(instances, check, handle)| {
+                let keep = wanted
+                    .iter()
+                    .any(|(i, c)| Arc::ptr_eq(i, instances) && c == check);
+                if !keep {
+                    handle.abort();
+                }
+                keep
+            });
+            for (instances, check) in wanted {
+                if running.iter().any(|(i, _, _)| Arc::ptr_eq(i, &instances)) {
+                    continue;
+                }
+                let handle = tasks.spawn(forecourt_orchestrator::check_service(
+                    instances.clone(),
+                    check.clone(),
+                    shutdown.clone(),
+                ));
+                running.push((instances, check, handle));
             }
-            let snapshot = front_door.snapshot();
-            forecasts.tick(
-                &snapshot.predictor,
-                &snapshot.policy.forecast,
-                &front_door.events,
-                front_door.clock.now_ms(),
-            );
+            drop(snapshot);
+            tokio::select! {
+                changed = generations.changed() => if changed.is_err() { break },
+                _ = shutdown.changed() => break,
+                Some(_) = tasks.join_next() => {}
+            }
         }
+        tasks.shutdown().await;
     }
 }
 
@@ -137,7 +131,11 @@ pub fn build(front_door: Arc<FrontDoor>, options: &ServerOptions) -> anyhow::Res
     ));
     server.add_service(background_service(
         "control loop",
-        ControlLoop(front_door.clone()),
+        crate::control::ControlLoop(front_door.clone()),
+    ));
+    server.add_service(background_service(
+        "policy watcher",
+        crate::reload::PolicyWatcher(front_door.clone()),
     ));
     server.add_service(background_service(
         "admin api",

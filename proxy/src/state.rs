@@ -5,8 +5,11 @@ use std::sync::Arc;
 use ahash::AHashMap;
 use arc_swap::ArcSwap;
 use forecourt_config::{Policy, ServiceConfig};
-use forecourt_orchestrator::{EventBook, Fleet, ForecastBoard, ServiceInstances};
-use forecourt_predictor::{Clock, Predictor, PredictorConfig};
+use forecourt_orchestrator::{
+    DecisionCounters, EventBook, Fleet, ForecastBoard, LocalOrchestrator, ScalingBoard,
+    ServiceInstances,
+};
+use forecourt_predictor::{Clock, Predictor, PredictorConfig, WindowConfig};
 
 use crate::metadata::MetadataRules;
 use crate::metrics::{ProxyMetrics, ServiceMetrics};
@@ -91,18 +94,41 @@ impl Snapshot {
     }
 }
 
-/// The previous snapshot's predictor when the service list is unchanged (windows and forecasts
-/// carry over a reload), else a fresh one.
+/// The window shape every service needs: 1 s buckets covering the longest scaling window.
+fn predictor_config(policy: &Policy) -> PredictorConfig {
+    let default = PredictorConfig::default();
+    let longest = policy
+        .services
+        .iter()
+        .filter_map(|s| s.scaling.as_ref())
+        .map(|s| s.stable_window.as_secs().saturating_add(2))
+        .max()
+        .unwrap_or(0);
+    let buckets = usize::try_from(longest)
+        .unwrap_or(usize::MAX)
+        .max(default.window.buckets);
+    PredictorConfig {
+        window: WindowConfig {
+            buckets,
+            ..default.window
+        },
+        ..default
+    }
+}
+
+/// The previous snapshot's predictor when the service list and window shape are unchanged
+/// (windows and forecasts carry over a reload), else a fresh one.
 fn predictor_for(policy: &Policy, previous: Option<&Snapshot>) -> Arc<Predictor> {
     let names = || policy.services.iter().map(|s| s.name.as_str());
+    let config = predictor_config(policy);
     if let Some(previous) = previous {
         let old = previous.predictor.services().map(|(_, name, _)| name);
-        if old.eq(names()) {
+        if old.eq(names()) && *previous.predictor.config() == config {
             return Arc::clone(&previous.predictor);
         }
     }
-    // Names are unique and non-empty (the policy is validated) and the shape is the default.
-    let predictor = Predictor::new(names(), PredictorConfig::default())
+    // Names are unique and non-empty (the policy is validated); the shape uses 1 s buckets.
+    let predictor = Predictor::new(names(), config)
         .or_else(|_| Predictor::new(Vec::<String>::new(), PredictorConfig::default()));
     match predictor {
         Ok(p) => Arc::new(p),
@@ -123,6 +149,18 @@ pub struct FrontDoor {
     pub events: EventBook,
     /// Bearer token that admin writes (`POST /v1/events`, reloads) must present.
     pub admin_token: Option<String>,
+    /// Woken when a request is held: the control loop scales from zero without waiting a tick.
+    pub scale_signal: tokio::sync::Notify,
+    /// The `local` orchestrator, once the control loop has started it.
+    pub orchestrator: std::sync::OnceLock<Arc<LocalOrchestrator>>,
+    /// Every scaled service's last decision.
+    pub scaling: Arc<ArcSwap<ScalingBoard>>,
+    /// Scaling decisions counted by reason.
+    pub decisions: Arc<DecisionCounters>,
+    /// Services a reload removed, kept while their instances drain.
+    retired: std::sync::Mutex<Vec<Arc<ServiceInstances>>>,
+    /// The policy file, its generation and the last reload's outcome.
+    pub config: crate::reload::ConfigState,
 }
 
 impl std::fmt::Debug for FrontDoor {
@@ -143,6 +181,12 @@ impl FrontDoor {
             forecasts: Arc::new(ArcSwap::from_pointee(ForecastBoard::default())),
             events: EventBook::default(),
             admin_token: None,
+            scale_signal: tokio::sync::Notify::new(),
+            orchestrator: std::sync::OnceLock::new(),
+            scaling: Arc::new(ArcSwap::from_pointee(ScalingBoard::default())),
+            decisions: Arc::new(DecisionCounters::default()),
+            retired: std::sync::Mutex::new(Vec::new()),
+            config: crate::reload::ConfigState::default(),
         }
     }
 
@@ -155,5 +199,28 @@ impl FrontDoor {
     /// The current snapshot (one atomic refcount increment).
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()
+    }
+
+    /// Installs a new snapshot; requests in flight keep the one they started with.
+    pub(crate) fn install(&self, snapshot: Snapshot) {
+        self.snapshot.store(Arc::new(snapshot));
+    }
+
+    /// Keeps a removed service's instances reachable while they drain.
+    pub(crate) fn retire(&self, service: Arc<ServiceInstances>) {
+        let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        retired.retain(|s| s.all().iter().any(|i| i.in_flight() > 0) && s.name != service.name);
+        retired.push(service);
+    }
+
+    /// A service a reload removed, by name.
+    pub fn retired(&self, name: &str) -> Option<Arc<ServiceInstances>> {
+        self.retired
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .rev()
+            .find(|s| &*s.name == name)
+            .cloned()
     }
 }

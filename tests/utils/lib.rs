@@ -94,6 +94,27 @@ impl Process {
         let _ = self.child.wait();
     }
 
+    /// Waits up to `limit` for the process to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        wait_for(limit, || self.child.try_wait().ok().flatten())
+    }
+
+    /// Pids of the process's direct children, from /proc.
+    pub fn children(&self) -> Vec<u32> {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid())) else {
+            return Vec::new();
+        };
+        tasks
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+            .flat_map(|list| {
+                list.split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect::<Vec<u32>>()
+            })
+            .collect()
+    }
+
     /// Peak resident memory in KiB (`VmHWM`), from /proc.
     pub fn peak_rss_kib(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
@@ -210,6 +231,14 @@ impl Forecourt {
         forecourt
     }
 
+    /// Rewrites the policy file (`{proxy}` and `{admin}` filled in as at start).
+    pub fn write_policy(&self, policy: &str) {
+        let text = policy
+            .replace("{proxy}", &self.proxy.to_string())
+            .replace("{admin}", &self.admin.to_string());
+        std::fs::write(&self.policy_path, text).unwrap();
+    }
+
     /// `GET` an admin path and parse the JSON answer.
     pub fn admin_json(&self, path: &str) -> serde_json::Value {
         let r = get(self.admin, path, &[]).unwrap();
@@ -262,6 +291,17 @@ impl Forecourt {
             panic!("{service} never had {n} ready: {}", self.readiness(service))
         });
     }
+}
+
+/// Whether a process is alive (and not a zombie).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(')')
+                .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
 }
 
 /// A parsed HTTP response.

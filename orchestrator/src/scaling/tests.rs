@@ -971,19 +971,19 @@ fn surges_flow_down_the_dependency_graph() {
         ServiceLoad {
             name: "db",
             dependencies: &[],
-            forecast_upper: Some(10.0),
+            forecast: Some(10.0),
             current_rate: 10.0,
         },
         ServiceLoad {
             name: "api",
             dependencies: &api,
-            forecast_upper: Some(55.0),
+            forecast: Some(55.0),
             current_rate: 50.0, // its own surge: 5
         },
         ServiceLoad {
             name: "shop",
             dependencies: &shop,
-            forecast_upper: Some(200.0),
+            forecast: Some(200.0),
             current_rate: 100.0, // its surge: 100
         },
     ];
@@ -999,19 +999,19 @@ fn steady_upstreams_push_nothing() {
         ServiceLoad {
             name: "a",
             dependencies: &deps,
-            forecast_upper: Some(80.0),
+            forecast: Some(80.0),
             current_rate: 100.0, // forecast below today's rate: no surge
         },
         ServiceLoad {
             name: "b",
             dependencies: &[],
-            forecast_upper: None,
+            forecast: None,
             current_rate: 0.0,
         },
     ];
     assert_eq!(dependency_demand(&services), vec![0.0, 0.0]);
     let warming = [ServiceLoad {
-        forecast_upper: None,
+        forecast: None,
         ..services[0]
     }];
     assert_eq!(dependency_demand(&warming), vec![0.0]);
@@ -1025,13 +1025,13 @@ fn unknown_names_self_edges_and_cycles_do_not_hang() {
         ServiceLoad {
             name: "a",
             dependencies: &a,
-            forecast_upper: Some(10.0),
+            forecast: Some(10.0),
             current_rate: 0.0,
         },
         ServiceLoad {
             name: "b",
             dependencies: &b,
-            forecast_upper: Some(10.0),
+            forecast: Some(10.0),
             current_rate: 0.0,
         },
     ];

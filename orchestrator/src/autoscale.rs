@@ -1,0 +1,465 @@
+//! The control loop's scaling step: once a tick (and at once when a request is held), turn each
+//! scaled service's live windows and forecast into a replica count and order it.
+//!
+//! ```text
+//!  Predictor windows ─► stable/panic rate, concurrency ─┐
+//!  ForecastEngine ─► forecast at the horizon ───────────┤
+//!  (horizon = measured time-to-ready + margin)          ├─► decide() ─► Orchestrator::set_replicas
+//!  upstream surges × fan-out ─► dependency demand ──────┤      │
+//!  held requests, ready instances ──────────────────────┘      └─► ScalingBoard (admin, metrics)
+//! ```
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use ahash::AHashMap;
+use arc_swap::ArcSwap;
+use forecourt_config::{Capacity, ServiceConfig, DEFAULT_VERSION};
+use forecourt_predictor::{ForecastEngine, Predictor, ServiceId};
+
+use crate::backend::Orchestrator;
+use crate::ready::ServiceInstances;
+use crate::scaling::{
+    decide, dependency_demand, Decision, ForecastAtHorizon, Reason, ScalingInputs, ScalingState,
+    ServiceLoad, TimeToReady,
+};
+
+/// One service as the scaling step sees it at a tick.
+#[derive(Debug, Clone, Copy)]
+pub struct ServiceView<'a> {
+    /// Its settings (scaled when `config.scaling` is set).
+    pub config: &'a ServiceConfig,
+    /// Its instances and ready set.
+    pub instances: &'a ServiceInstances,
+    /// Requests held now waiting for a ready instance.
+    pub held: u32,
+    /// Mean request latency in seconds (0 when unknown).
+    pub mean_latency_secs: f64,
+}
+
+/// The last decision for one service, for the admin API, metrics and the demo.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceScaling {
+    /// Service name.
+    pub service: String,
+    /// Replicas ordered from the orchestrator.
+    pub ordered: u32,
+    /// Replicas confirmed ready.
+    pub ready: u32,
+    /// Replicas the policy wants.
+    pub desired: u32,
+    /// Why.
+    pub reason: Reason,
+    /// Forecast horizon used (seconds): measured time-to-ready plus margin, or fixed.
+    pub horizon_secs: u64,
+    /// Measured time from order to confirmed ready (90th percentile), once measured.
+    pub time_to_ready_ms: Option<u64>,
+    /// Forecast upper bound plus dependency demand at the horizon, req/s.
+    pub predicted_load: f64,
+    /// Capacity of the replicas ordered, in the capacity's unit.
+    pub capacity: f64,
+    /// The capacity's unit: `requests_per_second` or `concurrency`.
+    pub capacity_kind: &'static str,
+    /// Predicted load over current capacity.
+    pub predicted_utilization: Option<f64>,
+    /// Whether the panic window runs far above what the ready replicas can take.
+    pub panicking: bool,
+    /// The last ordering error, if the orchestrator refused.
+    pub error: Option<String>,
+}
+
+/// Every scaled service's last decision.
+#[derive(Debug, Clone, Default)]
+pub struct ScalingBoard {
+    /// One entry per scaled service, in policy order.
+    pub services: Vec<ServiceScaling>,
+}
+
+impl ScalingBoard {
+    /// The entry of the service named `name`.
+    pub fn service(&self, name: &str) -> Option<&ServiceScaling> {
+        self.services.iter().find(|s| s.service == name)
+    }
+}
+
+/// Decisions counted by reason, for `/metrics` (only decisions that changed the count).
+#[derive(Debug, Default)]
+pub struct DecisionCounters {
+    counts: std::sync::Mutex<AHashMap<(String, &'static str), u64>>,
+    /// Orders the orchestrator refused.
+    pub failed_orders: AtomicU64,
+}
+
+impl DecisionCounters {
+    fn count(&self, service: &str, reason: Reason) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        *counts
+            .entry((service.to_owned(), reason.as_str()))
+            .or_insert(0) += 1;
+    }
+
+    /// Every (service, reason) count, sorted.
+    pub fn snapshot(&self) -> Vec<(String, &'static str, u64)> {
+        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rows: Vec<_> = counts
+            .iter()
+            .map(|((service, reason), n)| (service.clone(), *reason, *n))
+            .collect();
+        rows.sort();
+        rows
+    }
+}
+
+#[derive(Debug, Default)]
+struct Memory {
+    state: ScalingState,
+    time_to_ready: TimeToReady,
+    last_ready: u32,
+    last_arrival_ms: Option<u64>,
+}
+
+/// The scaling step: remembers each service's scaling state and orders replicas.
+pub struct Autoscaler {
+    orchestrator: Arc<dyn Orchestrator>,
+    memory: AHashMap<String, Memory>,
+    board: Arc<ArcSwap<ScalingBoard>>,
+    counters: Arc<DecisionCounters>,
+}
+
+impl std::fmt::Debug for Autoscaler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Autoscaler")
+            .field("orchestrator", &self.orchestrator.kind())
+            .field("services", &self.memory.len())
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl Autoscaler ===
+
+impl Autoscaler {
+    /// A scaling step ordering through `orchestrator`, publishing to `board`.
+    pub fn new(
+        orchestrator: Arc<dyn Orchestrator>,
+        board: Arc<ArcSwap<ScalingBoard>>,
+        counters: Arc<DecisionCounters>,
+    ) -> Self {
+        Self {
+            orchestrator,
+            memory: AHashMap::new(),
+            board,
+            counters,
+        }
+    }
+
+    /// One pass over every service: decide, order what changed, publish.
+    pub async fn tick(
+        &mut self,
+        services: &[ServiceView<'_>],
+        predictor: &Predictor,
+        engine: &ForecastEngine,
+        now_ms: u64,
+    ) {
+        self.memory
+            .retain(|name, _| services.iter().any(|s| s.config.name == *name));
+        // The forecast each service's own horizon sees, before dependencies.
+        let mut forecasts = Vec::with_capacity(services.len());
+        for view in services {
+            let memory = self.memory.entry(view.config.name.clone()).or_default();
+            let forecast = view.config.scaling.as_ref().and_then(|scaling| {
+                if !scaling.predictive {
+                    return None;
+                }
+                let id = predictor.service_id(&view.config.name)?;
+                let horizon = memory.time_to_ready.horizon_secs(&scaling.horizon);
+                engine.forecast(id, horizon)
+            });
+            forecasts.push(forecast);
+        }
+        let loads: Vec<ServiceLoad<'_>> = services
+            .iter()
+            .zip(&forecasts)
+            .map(|(view, forecast)| ServiceLoad {
+                name: &view.config.name,
+                dependencies: &view.config.dependencies,
+                forecast: forecast.map(|f| f.point),
+                current_rate: rate(predictor, &view.config.name, now_ms, 60_000),
+            })
+            .collect();
+        let demand = dependency_demand(&loads);
+
+        let mut board = Vec::new();
+        for ((view, forecast), extra) in services.iter().zip(forecasts).zip(demand) {
+            let Some(scaling) = view.config.scaling.as_ref() else {
+                continue;
+            };
+            let name = view.config.name.as_str();
+            let Some(id) = predictor.service_id(name) else {
+                continue;
+            };
+            let memory = self.memory.entry(name.to_owned()).or_default();
+            let ready = u32::try_from(view.instances.ready().instances.len()).unwrap_or(u32::MAX);
+            if ready > memory.last_ready {
+                memory
+                    .time_to_ready
+                    .became_ready(now_ms, ready - memory.last_ready);
+            }
+            memory.last_ready = ready;
+            if arrived_recently(predictor, id, now_ms) || view.held > 0 {
+                memory.last_arrival_ms = Some(now_ms);
+            }
+            let stable_ms = millis(scaling.stable_window);
+            let panic_ms = millis(scaling.panic.window);
+            let windows = predictor.service(id);
+            let inputs = ScalingInputs {
+                now_ms,
+                current: self.orchestrator.replicas(name, DEFAULT_VERSION),
+                ready,
+                stable_rate: rate(predictor, name, now_ms, stable_ms),
+                panic_rate: rate(predictor, name, now_ms, panic_ms),
+                stable_concurrency: windows
+                    .map_or(0.0, |w| w.average_concurrency(now_ms, stable_ms)),
+                panic_concurrency: windows.map_or(0.0, |w| w.average_concurrency(now_ms, panic_ms)),
+                mean_latency_secs: view.mean_latency_secs,
+                forecast: forecast.map(|f| ForecastAtHorizon {
+                    point: f.point,
+                    upper: f.upper,
+                }),
+                dependency_demand: if scaling.predictive { extra } else { 0.0 },
+                held_requests: view.held,
+                last_arrival_ms: memory.last_arrival_ms,
+            };
+            let decision = decide(scaling, &mut memory.state, &inputs);
+            let mut error = None;
+            if decision.changed() {
+                error = order(
+                    self.orchestrator.as_ref(),
+                    &self.counters,
+                    name,
+                    &decision,
+                    memory,
+                    now_ms,
+                )
+                .await;
+            }
+            board.push(ServiceScaling {
+                service: name.to_owned(),
+                ordered: self.orchestrator.replicas(name, DEFAULT_VERSION),
+                ready,
+                desired: decision.desired,
+                reason: decision.reason,
+                horizon_secs: memory.time_to_ready.horizon_secs(&scaling.horizon),
+                time_to_ready_ms: memory.time_to_ready.estimate().map(millis),
+                predicted_load: decision.demand,
+                capacity: f64::from(decision.current.max(decision.desired))
+                    * scaling.capacity.per_replica(),
+                capacity_kind: match scaling.capacity {
+                    Capacity::RequestsPerSecond(_) => "requests_per_second",
+                    Capacity::Concurrency(_) => "concurrency",
+                },
+                predicted_utilization: decision.predicted_utilization,
+                panicking: decision.panicking,
+                error,
+            });
+        }
+        self.board.store(Arc::new(ScalingBoard { services: board }));
+    }
+}
+
+/// Orders a decision's replica count; returns the orchestrator's refusal, if any.
+async fn order(
+    orchestrator: &dyn Orchestrator,
+    counters: &DecisionCounters,
+    name: &str,
+    decision: &Decision,
+    memory: &mut Memory,
+    now_ms: u64,
+) -> Option<String> {
+    tracing::info!(
+        service = name,
+        from = decision.current,
+        to = decision.desired,
+        reason = %decision.reason,
+        demand = format_args!("{:.1}", decision.demand),
+        ready = memory.last_ready,
+        "scaling"
+    );
+    counters.count(name, decision.reason);
+    match orchestrator
+        .set_replicas(name, DEFAULT_VERSION, decision.desired)
+        .await
+    {
+        Ok(()) => {
+            if decision.desired > decision.current {
+                memory
+                    .time_to_ready
+                    .ordered(now_ms, decision.desired - decision.current);
+            } else {
+                memory
+                    .time_to_ready
+                    .cancelled(decision.current - decision.desired);
+            }
+            None
+        }
+        Err(error) => {
+            counters.failed_orders.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(service = name, %error, "the orchestrator refused the order");
+            Some(error.to_string())
+        }
+    }
+}
+
+fn millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Arrivals per second of a service over the last `span_ms`.
+fn rate(predictor: &Predictor, name: &str, now_ms: u64, span_ms: u64) -> f64 {
+    predictor
+        .service_id(name)
+        .and_then(|id| predictor.service(id))
+        .map_or(0.0, |w| w.arrival_rate(now_ms, span_ms))
+}
+
+/// Whether the service saw a request in the last two seconds.
+fn arrived_recently(predictor: &Predictor, id: ServiceId, now_ms: u64) -> bool {
+    predictor
+        .service(id)
+        .is_some_and(|w| w.arrivals().sum(now_ms, 2_000) > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use forecourt_config::Policy;
+    use forecourt_predictor::{EngineConfig, PredictorConfig};
+    use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+    use super::*;
+    use crate::backend::{OrchestratorError, Update};
+
+    /// An in-memory orchestrator that records every order.
+    #[derive(Default)]
+    struct Recorder {
+        orders: Mutex<Vec<(String, u32)>>,
+    }
+
+    #[async_trait]
+    impl Orchestrator for Recorder {
+        fn kind(&self) -> &'static str {
+            "memory"
+        }
+
+        async fn set_replicas(
+            &self,
+            service: &str,
+            _version: &str,
+            replicas: u32,
+        ) -> Result<(), OrchestratorError> {
+            self.orders
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((service.to_owned(), replicas));
+            Ok(())
+        }
+
+        fn replicas(&self, service: &str, _version: &str) -> u32 {
+            self.orders
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .rev()
+                .find(|(s, _)| s == service)
+                .map_or(0, |(_, n)| *n)
+        }
+
+        fn updates(&self) -> UnboundedReceiver<Update> {
+            unbounded_channel().1
+        }
+
+        async fn shutdown(&self) {}
+    }
+
+    const POLICY: &str = "services:
+  - name: shop
+    routes: [{ path_prefix: /shop }]
+    launch: { command: [app, \"{port}\"] }
+    scaling: { min_replicas: 0, max_replicas: 20, capacity: { requests_per_second: 10 }, target_utilization: 1.0 }
+    dependencies: [{ service: api, fan_out: 1.0 }]
+  - name: api
+    routes: [{ path_prefix: /api }]
+    launch: { command: [app, \"{port}\"] }
+    scaling: { min_replicas: 0, max_replicas: 20, capacity: { requests_per_second: 10 }, target_utilization: 1.0 }
+";
+
+    #[tokio::test]
+    async fn held_requests_wake_a_service_from_zero_and_a_ramp_scales_it_and_its_dependency() {
+        let policy = Policy::parse(POLICY, std::path::Path::new("p.yaml")).expect("valid");
+        let predictor =
+            Predictor::new(["shop", "api"], PredictorConfig::default()).expect("predictor");
+        let mut engine = ForecastEngine::new(&predictor, EngineConfig::default());
+        let instances: Vec<ServiceInstances> = ["shop", "api"]
+            .iter()
+            .map(|name| ServiceInstances::new(name, Vec::new()))
+            .collect();
+        let recorder = Arc::new(Recorder::default());
+        let board = Arc::new(ArcSwap::from_pointee(ScalingBoard::default()));
+        let counters = Arc::new(DecisionCounters::default());
+        let mut autoscaler = Autoscaler::new(recorder.clone(), board.clone(), counters.clone());
+        let views = |held: u32| -> Vec<ServiceView<'_>> {
+            policy
+                .services
+                .iter()
+                .zip(&instances)
+                .map(|(config, instances)| ServiceView {
+                    config,
+                    instances,
+                    held: if config.name == "shop" { held } else { 0 },
+                    mean_latency_secs: 0.0,
+                })
+                .collect()
+        };
+
+        // A held request with nothing running orders one replica at once.
+        let start = 1_000_000;
+        autoscaler.tick(&views(1), &predictor, &engine, start).await;
+        assert_eq!(recorder.replicas("shop", "stable"), 1);
+        assert_eq!(
+            board.load().service("shop").map(|s| s.reason),
+            Some(Reason::ScaleFromZero)
+        );
+
+        // The instance comes up; then a ramp from 5 to 65 requests/s over 30 s.
+        let address = SocketAddr::from(([127, 0, 0, 1], 9));
+        let _ = instances[0].add(address, "stable");
+        let shop = predictor.service_id("shop").expect("shop");
+        for second in 0..30u64 {
+            let now = start + (second + 1) * 1_000;
+            for i in 0..(5 + 2 * second) {
+                predictor.record_arrival(shop, None, now - 1_000 + i);
+            }
+            engine.tick(&predictor, now);
+            autoscaler.tick(&views(0), &predictor, &engine, now).await;
+        }
+        let shop_board = board
+            .load()
+            .service("shop")
+            .cloned()
+            .expect("shop decision");
+        // Live load is 63/s (7 replicas at 10/s); the forecast asks for more, ahead of the ramp.
+        assert!(shop_board.desired >= 8, "{shop_board:?}");
+        assert!(shop_board.predicted_load > 63.0, "{shop_board:?}");
+        // api gets no traffic of its own, but shop's forecast surge passes on to it.
+        let api = board.load().service("api").cloned().expect("api decision");
+        assert!(api.desired >= 1, "{api:?}");
+        assert!(counters
+            .snapshot()
+            .iter()
+            .any(|(s, r, n)| s == "shop" && *r == "predicted_load" && *n > 0));
+        // No instance was ever confirmed ready, so no time-to-ready was measured.
+        assert!(shop_board.time_to_ready_ms.is_none());
+    }
+}
