@@ -454,6 +454,7 @@ fn check_names_file_line_and_reason_for_broken_policies() {
         .output()
         .unwrap();
     assert!(good.status.success());
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -530,5 +531,8 @@ fn admin_readiness_json_and_metrics_text_parse() {
         }
         Err(e) if std::env::var_os("CI").is_some() => panic!("promtool is required in CI: {e}"),
         Err(e) => eprintln!("promtool not installed ({e}); checked the line format only"),
+    }
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

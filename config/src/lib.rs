@@ -29,4 +29,5 @@ pub use policy::{
 pub use scaling::{
     Capacity, Dependency, Horizon, PanicWindow, ScaleDown, ScaleUp, ScalingConfig, ScalingRule,
 };
+pub use schema::Balance;
 pub use source_map::Position;

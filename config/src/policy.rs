@@ -101,6 +101,8 @@ pub struct ServiceConfig {
     pub launch: Option<crate::launch::LaunchConfig>,
     /// How requests wait when no instance is ready.
     pub hold: crate::launch::Hold,
+    /// How an instance is chosen among the ready ones.
+    pub balance: crate::schema::Balance,
 }
 
 /// A route: every criterion given must match. Host is lowercase without port.
@@ -535,6 +537,7 @@ impl Checker<'_> {
             dependencies,
             launch,
             hold,
+            balance: spec.balance.or(defaults.balance).unwrap_or_default(),
         }
     }
 

@@ -105,6 +105,8 @@ pub struct ServiceSettingsSpec {
     pub scaling: Option<crate::scaling::ScalingSpec>,
     /// How requests wait when no instance is ready.
     pub hold: Option<crate::launch::HoldSpec>,
+    /// How an instance is chosen among the ready ones.
+    pub balance: Option<Balance>,
 }
 
 /// Upstream timeouts.
@@ -186,6 +188,8 @@ pub struct ServiceSpec {
     pub launch: Option<crate::launch::LaunchSpec>,
     /// Overrides `defaults.hold`, field by field.
     pub hold: Option<crate::launch::HoldSpec>,
+    /// Overrides `defaults.balance`.
+    pub balance: Option<Balance>,
 }
 
 /// One route: every criterion given must match.
@@ -218,6 +222,18 @@ pub struct InstanceSpec {
     pub address: String,
     /// Version label (default `stable`).
     pub version: Option<String>,
+}
+
+/// How an instance is chosen among the confirmed-ready ones: power of two random choices,
+/// comparing either requests in flight or peak-EWMA cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Fewer requests in flight wins; latency EWMA breaks ties (the default).
+    #[default]
+    LeastInFlight,
+    /// Lower `latency EWMA × (in flight + 1)` wins (Finagle's and linkerd's peak-EWMA cost).
+    PeakEwma,
 }
 
 /// Parses `"1s"`, `"250ms"`, `"1m 30s"` into a [`Duration`].

@@ -35,6 +35,8 @@ pub struct BackendOptions {
     pub listen: SocketAddr,
     /// Wait this long before listening (a real cold start).
     pub boot_delay: Duration,
+    /// Added to every answer except `/healthz` (a slow instance, for balancing experiments).
+    pub latency: Duration,
 }
 
 /// A body of `remaining` bytes sent in fixed chunks, so huge downloads use no memory.
@@ -198,8 +200,12 @@ pub async fn run(options: BackendOptions) -> std::io::Result<()> {
             }
         };
         let _ = stream.set_nodelay(true);
+        let latency = options.latency;
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| async move {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| async move {
+                if !latency.is_zero() && !req.uri().path().ends_with("/healthz") {
+                    tokio::time::sleep(latency).await;
+                }
                 Ok::<_, Infallible>(answer(port, req).await)
             });
             let _ = hyper::server::conn::http1::Builder::new()

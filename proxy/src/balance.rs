@@ -1,4 +1,5 @@
-//! Instance choice: power of two random choices on in-flight requests, latency EWMA to break ties.
+//! Instance choice: power of two random choices on in-flight requests (latency EWMA breaks
+//! ties), or on peak-EWMA cost.
 //!
 //! Only confirmed-ready instances are candidates. Instances already tried by this request are
 //! skipped; passively ejected ones are skipped unless every remaining candidate is ejected
@@ -8,6 +9,7 @@
 use std::cell::Cell;
 use std::sync::Arc;
 
+use forecourt_config::Balance;
 use forecourt_orchestrator::{Instance, InstanceId};
 
 /// Instances a request has already tried, without allocating.
@@ -62,12 +64,19 @@ fn random(bound: usize) -> usize {
     })
 }
 
-/// True when `a` is less loaded than `b`.
-fn lighter(a: &Instance, b: &Instance) -> bool {
-    match a.in_flight().cmp(&b.in_flight()) {
-        std::cmp::Ordering::Less => true,
-        std::cmp::Ordering::Greater => false,
-        std::cmp::Ordering::Equal => a.latency_ewma_us() <= b.latency_ewma_us(),
+/// True when `a` is less loaded than `b` by the service's balancing rule.
+fn lighter(a: &Instance, b: &Instance, balance: Balance) -> bool {
+    match balance {
+        Balance::LeastInFlight => match a.in_flight().cmp(&b.in_flight()) {
+            std::cmp::Ordering::Less => true,
+            std::cmp::Ordering::Greater => false,
+            std::cmp::Ordering::Equal => a.latency_ewma_us() <= b.latency_ewma_us(),
+        },
+        Balance::PeakEwma => {
+            // An instance without a latency yet costs as little as possible, so it gets tried.
+            let cost = |i: &Instance| (i.latency_ewma_us() + 1.0) * f64::from(i.in_flight() + 1);
+            cost(a) <= cost(b)
+        }
     }
 }
 
@@ -76,6 +85,7 @@ pub fn pick<'a>(
     ready: &'a [Arc<Instance>],
     tried: &Tried,
     now_ms: u64,
+    balance: Balance,
 ) -> Option<&'a Arc<Instance>> {
     let usable = |i: &Instance| !tried.contains(i.id) && !i.is_ejected(now_ms);
     match ready.len() {
@@ -92,7 +102,7 @@ pub fn pick<'a>(
             }
             let (a, b) = (&ready[a], &ready[b]);
             match (usable(a), usable(b)) {
-                (true, true) => return Some(if lighter(a, b) { a } else { b }),
+                (true, true) => return Some(if lighter(a, b, balance) { a } else { b }),
                 (true, false) => return Some(a),
                 (false, true) => return Some(b),
                 (false, false) => {}
@@ -106,7 +116,7 @@ pub fn pick<'a>(
             .iter()
             .filter(|i| filter(i))
             .fold(None, |best: Option<&'a Arc<Instance>>, i| match best {
-                Some(b) if lighter(b, i) => Some(b),
+                Some(b) if lighter(b, i, balance) => Some(b),
                 _ => Some(i),
             })
     };
@@ -132,12 +142,15 @@ mod tests {
 
     #[test]
     fn empty_and_single() {
-        assert!(pick(&[], &Tried::default(), 0).is_none());
+        assert!(pick(&[], &Tried::default(), 0, Balance::LeastInFlight).is_none());
         let one = fleet(1);
         let mut tried = Tried::default();
-        assert_eq!(pick(&one, &tried, 0).map(|i| i.id), Some(one[0].id));
+        assert_eq!(
+            pick(&one, &tried, 0, Balance::LeastInFlight).map(|i| i.id),
+            Some(one[0].id)
+        );
         tried.add(one[0].id);
-        assert!(pick(&one, &tried, 0).is_none());
+        assert!(pick(&one, &tried, 0, Balance::LeastInFlight).is_none());
     }
 
     #[test]
@@ -148,10 +161,32 @@ mod tests {
         }
         for _ in 0..100 {
             assert_eq!(
-                pick(&two, &Tried::default(), 0).map(|i| i.id),
+                pick(&two, &Tried::default(), 0, Balance::LeastInFlight).map(|i| i.id),
                 Some(two[1].id)
             );
         }
+    }
+
+    #[test]
+    fn peak_ewma_prefers_the_faster_instance_at_equal_load() {
+        let two = fleet(2);
+        two[0].observe_latency(Duration::from_millis(40));
+        two[1].observe_latency(Duration::from_millis(2));
+        for _ in 0..3 {
+            two[1].start_request();
+        }
+        // Slow with nothing in flight costs 40 ms × 1; fast with three costs 2 ms × 4.
+        for _ in 0..100 {
+            assert_eq!(
+                pick(&two, &Tried::default(), 0, Balance::PeakEwma).map(|i| i.id),
+                Some(two[1].id)
+            );
+        }
+        assert_eq!(
+            pick(&two, &Tried::default(), 0, Balance::LeastInFlight).map(|i| i.id),
+            Some(two[0].id),
+            "least in flight ignores latency"
+        );
     }
 
     #[test]
@@ -159,7 +194,7 @@ mod tests {
         let four = fleet(4);
         let mut counts = [0usize; 4];
         for _ in 0..4000 {
-            let chosen = pick(&four, &Tried::default(), 0).expect("some");
+            let chosen = pick(&four, &Tried::default(), 0, Balance::LeastInFlight).expect("some");
             let i = four.iter().position(|x| x.id == chosen.id).expect("member");
             counts[i] += 1;
         }
@@ -177,11 +212,17 @@ mod tests {
         tried.add(three[0].id);
         three[1].eject(0, &policy);
         for _ in 0..50 {
-            assert_eq!(pick(&three, &tried, 0).map(|i| i.id), Some(three[2].id));
+            assert_eq!(
+                pick(&three, &tried, 0, Balance::LeastInFlight).map(|i| i.id),
+                Some(three[2].id)
+            );
         }
         tried.add(three[2].id);
-        assert_eq!(pick(&three, &tried, 0).map(|i| i.id), Some(three[1].id));
+        assert_eq!(
+            pick(&three, &tried, 0, Balance::LeastInFlight).map(|i| i.id),
+            Some(three[1].id)
+        );
         tried.add(three[1].id);
-        assert!(pick(&three, &tried, 0).is_none());
+        assert!(pick(&three, &tried, 0, Balance::LeastInFlight).is_none());
     }
 }

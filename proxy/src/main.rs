@@ -10,8 +10,13 @@ use forecourt_config::{LoadError, Policy};
 use forecourt_predictor::SystemClock;
 use forecourt_proxy::{backend, demo, forecast_cli, server, state::FrontDoor};
 
+#[cfg(all(feature = "mimalloc", not(feature = "jemalloc")))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Forecourt: a predictive front door.
 #[derive(Debug, Parser)]
@@ -61,6 +66,9 @@ enum Command {
         /// Wait this long before listening, e.g. "3s" (a real cold start).
         #[arg(long, value_parser = humantime_duration, default_value = "0s")]
         boot_delay: Duration,
+        /// Add this much latency to every answer but /healthz, e.g. "20ms" (a slow instance).
+        #[arg(long, value_parser = humantime_duration, default_value = "0s")]
+        latency: Duration,
     },
     /// Replay a trace through the predictor and print each model's forecast errors per horizon.
     Forecast {
@@ -169,6 +177,7 @@ fn main() -> ExitCode {
             port,
             host,
             boot_delay,
+            latency,
         } => {
             init_logs(cli.log_format, "warn");
             let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -185,6 +194,7 @@ fn main() -> ExitCode {
             let options = backend::BackendOptions {
                 listen: (host, port).into(),
                 boot_delay,
+                latency,
             };
             match runtime.block_on(backend::run(options)) {
                 Ok(()) => ExitCode::SUCCESS,

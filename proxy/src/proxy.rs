@@ -295,7 +295,9 @@ impl ProxyHttp for Ingress {
         };
         let ready = service.instances.ready();
         let now = self.clock.now_ms();
-        let Some(instance) = pick(&ready.instances, &ctx.tried, now).cloned() else {
+        let Some(instance) =
+            pick(&ready.instances, &ctx.tried, now, service.config.balance).cloned()
+        else {
             return Error::e_explain(ErrorType::HTTPStatus(503), "no ready instance left to try");
         };
         if ctx.tried.count() > 0 {

@@ -262,6 +262,7 @@ impl Forecourt {
         send_raw(self.admin, request.as_bytes()).unwrap()
     }
 
+    /// Forecourt's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
@@ -302,6 +303,18 @@ pub fn alive(pid: u32) -> bool {
                 .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
         })
         .unwrap_or(false)
+}
+
+impl Drop for Forecourt {
+    /// Removes the scratch directory of a passing test; a failing one keeps it for its log.
+    fn drop(&mut self) {
+        self.process.kill();
+        if !std::thread::panicking() {
+            if let Some(dir) = self.policy_path.parent() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
 }
 
 /// A parsed HTTP response.
