@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use ahash::AHashMap;
 use arc_swap::ArcSwap;
-use forecourt_config::{Capacity, ServiceConfig, DEFAULT_VERSION};
-use forecourt_predictor::{ForecastEngine, Predictor, ServiceId};
+use forecourt_config::{Capacity, ScalingConfig, ServiceConfig, DEFAULT_VERSION};
+use forecourt_predictor::{ForecastEngine, HorizonForecast, Predictor, ServiceId};
 
 use crate::backend::Orchestrator;
 use crate::ready::ServiceInstances;
@@ -110,18 +110,120 @@ impl DecisionCounters {
     }
 }
 
+/// One service's scaling memory and the single place its inputs are assembled: the production
+/// control loop and the trace-replay simulator both decide through it.
 #[derive(Debug, Default)]
-struct Memory {
+pub struct ServiceScaler {
     state: ScalingState,
     time_to_ready: TimeToReady,
     last_ready: u32,
     last_arrival_ms: Option<u64>,
 }
 
+/// What the scaler needs to know about one service at a tick, besides its windows and forecast.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServiceNow {
+    /// Replicas ordered.
+    pub ordered: u32,
+    /// Replicas confirmed ready.
+    pub ready: u32,
+    /// Requests held waiting for a ready instance.
+    pub held: u32,
+    /// Mean request latency in seconds (0 when unknown).
+    pub mean_latency_secs: f64,
+    /// Extra req/s pushed by upstream services.
+    pub dependency_demand: f64,
+}
+
+// === impl ServiceScaler ===
+
+impl ServiceScaler {
+    /// The forecast at this service's horizon (measured time-to-ready + margin, or fixed);
+    /// `None` for a reactive policy or while the predictor knows nothing.
+    pub fn forecast(
+        &self,
+        scaling: &ScalingConfig,
+        engine: &ForecastEngine,
+        id: ServiceId,
+    ) -> Option<HorizonForecast> {
+        if !scaling.predictive {
+            return None;
+        }
+        engine.forecast(id, self.time_to_ready.horizon_secs(&scaling.horizon))
+    }
+
+    /// The forecast horizon in seconds.
+    pub fn horizon_secs(&self, scaling: &ScalingConfig) -> u64 {
+        self.time_to_ready.horizon_secs(&scaling.horizon)
+    }
+
+    /// Measured order-to-ready time (90th percentile), once measured.
+    pub fn time_to_ready(&self) -> Option<std::time::Duration> {
+        self.time_to_ready.estimate()
+    }
+
+    /// Decides the replica count from the live windows, the forecast and `now`.
+    pub fn decide(
+        &mut self,
+        scaling: &ScalingConfig,
+        predictor: &Predictor,
+        id: ServiceId,
+        forecast: Option<HorizonForecast>,
+        service: ServiceNow,
+        now_ms: u64,
+    ) -> Decision {
+        if service.ready > self.last_ready {
+            self.time_to_ready
+                .became_ready(now_ms, service.ready - self.last_ready);
+        }
+        self.last_ready = service.ready;
+        if arrived_recently(predictor, id, now_ms) || service.held > 0 {
+            self.last_arrival_ms = Some(now_ms);
+        }
+        let stable_ms = millis(scaling.stable_window);
+        let panic_ms = millis(scaling.panic.window);
+        let windows = predictor.service(id);
+        let rate = |span| windows.map_or(0.0, |w| w.arrival_rate(now_ms, span));
+        let inputs = ScalingInputs {
+            now_ms,
+            current: service.ordered,
+            ready: service.ready,
+            stable_rate: rate(stable_ms),
+            panic_rate: rate(panic_ms),
+            stable_concurrency: windows.map_or(0.0, |w| w.average_concurrency(now_ms, stable_ms)),
+            panic_concurrency: windows.map_or(0.0, |w| w.average_concurrency(now_ms, panic_ms)),
+            mean_latency_secs: service.mean_latency_secs,
+            forecast: forecast.map(|f| ForecastAtHorizon {
+                point: f.point,
+                upper: f.upper,
+            }),
+            dependency_demand: if scaling.predictive {
+                service.dependency_demand
+            } else {
+                0.0
+            },
+            held_requests: service.held,
+            last_arrival_ms: self.last_arrival_ms,
+        };
+        decide(scaling, &mut self.state, &inputs)
+    }
+
+    /// Records that `decision` was ordered (time-to-ready is measured from here).
+    pub fn ordered(&mut self, decision: &Decision, now_ms: u64) {
+        if decision.desired > decision.current {
+            self.time_to_ready
+                .ordered(now_ms, decision.desired - decision.current);
+        } else {
+            self.time_to_ready
+                .cancelled(decision.current - decision.desired);
+        }
+    }
+}
+
 /// The scaling step: remembers each service's scaling state and orders replicas.
 pub struct Autoscaler {
     orchestrator: Arc<dyn Orchestrator>,
-    memory: AHashMap<String, Memory>,
+    memory: AHashMap<String, ServiceScaler>,
     board: Arc<ArcSwap<ScalingBoard>>,
     counters: Arc<DecisionCounters>,
 }
@@ -167,12 +269,7 @@ impl Autoscaler {
         for view in services {
             let memory = self.memory.entry(view.config.name.clone()).or_default();
             let forecast = view.config.scaling.as_ref().and_then(|scaling| {
-                if !scaling.predictive {
-                    return None;
-                }
-                let id = predictor.service_id(&view.config.name)?;
-                let horizon = memory.time_to_ready.horizon_secs(&scaling.horizon);
-                engine.forecast(id, horizon)
+                memory.forecast(scaling, engine, predictor.service_id(&view.config.name)?)
             });
             forecasts.push(forecast);
         }
@@ -199,37 +296,14 @@ impl Autoscaler {
             };
             let memory = self.memory.entry(name.to_owned()).or_default();
             let ready = u32::try_from(view.instances.ready().instances.len()).unwrap_or(u32::MAX);
-            if ready > memory.last_ready {
-                memory
-                    .time_to_ready
-                    .became_ready(now_ms, ready - memory.last_ready);
-            }
-            memory.last_ready = ready;
-            if arrived_recently(predictor, id, now_ms) || view.held > 0 {
-                memory.last_arrival_ms = Some(now_ms);
-            }
-            let stable_ms = millis(scaling.stable_window);
-            let panic_ms = millis(scaling.panic.window);
-            let windows = predictor.service(id);
-            let inputs = ScalingInputs {
-                now_ms,
-                current: self.orchestrator.replicas(name, DEFAULT_VERSION),
+            let now = ServiceNow {
+                ordered: self.orchestrator.replicas(name, DEFAULT_VERSION),
                 ready,
-                stable_rate: rate(predictor, name, now_ms, stable_ms),
-                panic_rate: rate(predictor, name, now_ms, panic_ms),
-                stable_concurrency: windows
-                    .map_or(0.0, |w| w.average_concurrency(now_ms, stable_ms)),
-                panic_concurrency: windows.map_or(0.0, |w| w.average_concurrency(now_ms, panic_ms)),
+                held: view.held,
                 mean_latency_secs: view.mean_latency_secs,
-                forecast: forecast.map(|f| ForecastAtHorizon {
-                    point: f.point,
-                    upper: f.upper,
-                }),
-                dependency_demand: if scaling.predictive { extra } else { 0.0 },
-                held_requests: view.held,
-                last_arrival_ms: memory.last_arrival_ms,
+                dependency_demand: extra,
             };
-            let decision = decide(scaling, &mut memory.state, &inputs);
+            let decision = memory.decide(scaling, predictor, id, forecast, now, now_ms);
             let mut error = None;
             if decision.changed() {
                 error = order(
@@ -248,8 +322,8 @@ impl Autoscaler {
                 ready,
                 desired: decision.desired,
                 reason: decision.reason,
-                horizon_secs: memory.time_to_ready.horizon_secs(&scaling.horizon),
-                time_to_ready_ms: memory.time_to_ready.estimate().map(millis),
+                horizon_secs: memory.horizon_secs(scaling),
+                time_to_ready_ms: memory.time_to_ready().map(millis),
                 predicted_load: decision.demand,
                 capacity: f64::from(decision.current.max(decision.desired))
                     * scaling.capacity.per_replica(),
@@ -272,7 +346,7 @@ async fn order(
     counters: &DecisionCounters,
     name: &str,
     decision: &Decision,
-    memory: &mut Memory,
+    memory: &mut ServiceScaler,
     now_ms: u64,
 ) -> Option<String> {
     tracing::info!(
@@ -290,15 +364,7 @@ async fn order(
         .await
     {
         Ok(()) => {
-            if decision.desired > decision.current {
-                memory
-                    .time_to_ready
-                    .ordered(now_ms, decision.desired - decision.current);
-            } else {
-                memory
-                    .time_to_ready
-                    .cancelled(decision.current - decision.desired);
-            }
+            memory.ordered(decision, now_ms);
             None
         }
         Err(error) => {

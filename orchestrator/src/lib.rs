@@ -21,6 +21,7 @@ pub mod control;
 pub mod health;
 pub mod local;
 pub mod ready;
+pub mod replay;
 pub mod scaling;
 pub mod static_backend;
 

@@ -183,6 +183,14 @@ impl Predictor {
         }
     }
 
+    /// Records `n` arrivals of a service at once (trace replay).
+    #[inline]
+    pub fn record_arrivals(&self, id: ServiceId, n: u64, now_ms: u64) {
+        if let Some(service) = self.services.get(id.index()) {
+            service.record_arrivals(n, now_ms);
+        }
+    }
+
     /// Marks a request of the service as started.
     #[inline]
     pub fn request_started(&self, id: ServiceId, now_ms: u64) {

@@ -73,6 +73,14 @@ impl ServiceWindows {
         }
     }
 
+    /// Records `n` arrivals at `now_ms` at once (trace replay; no tenant).
+    #[inline]
+    pub fn record_arrivals(&self, n: u64, now_ms: u64) {
+        if n > 0 {
+            self.arrivals.record(now_ms, n);
+        }
+    }
+
     /// Marks a request as started at `now_ms`; pair it with [`Self::request_finished`].
     #[inline]
     pub fn request_started(&self, now_ms: u64) {

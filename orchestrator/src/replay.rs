@@ -1,0 +1,373 @@
+//! Trace replay: the production predictor, policy engine and scaling memory on a virtual clock,
+//! in front of a simulated fleet, side by side with Knative's KPA, an oracle and static peak
+//! provisioning.
+//!
+//! ```text
+//!  per second t of the trace:
+//!    fleet.step(t, arrivals[t])            serve what ready capacity allows, queue the rest
+//!    policy.desired(t)                     Forecourt: Predictor + ForecastEngine + ServiceScaler
+//!                                          KPA: stable/panic windows → Kpa::scale
+//!                                          oracle: the true arrivals of the next boot seconds
+//!                                          static: the peak, from the start
+//!    fleet.order(t, desired)               ready at t + boot, billed from now
+//! ```
+
+pub mod fleet;
+
+use std::time::Duration;
+
+use forecourt_config::{Capacity, ScalingConfig};
+use forecourt_predictor::{
+    EngineConfig, EnsembleConfig, ForecastEngine, Predictor, PredictorConfig, ServiceId,
+    WindowConfig,
+};
+
+use crate::autoscale::{ServiceNow, ServiceScaler};
+pub use fleet::{FleetShape, FleetStats, SimFleet};
+
+/// What a policy sees at the end of second `t`.
+#[derive(Debug, Clone, Copy)]
+pub struct Tick<'a> {
+    /// The second that just ended.
+    pub t: u64,
+    /// The whole series; only the oracle may read past `t`.
+    pub series: &'a [f64],
+    /// Instances ready.
+    pub ready: u32,
+    /// Instances ordered (pending and ready).
+    pub ordered: u32,
+    /// Requests queued for capacity.
+    pub queued: f64,
+}
+
+impl Tick<'_> {
+    /// Arrivals in second `t`.
+    pub fn arrivals(&self) -> f64 {
+        self.series
+            .get(usize::try_from(self.t).unwrap_or(usize::MAX))
+            .copied()
+            .unwrap_or(0.0)
+    }
+}
+
+/// A scaling policy under replay.
+pub trait ReplayPolicy: Send {
+    /// Label in reports.
+    fn name(&self) -> String;
+    /// Instances wanted after second `tick.t`.
+    fn desired(&mut self, tick: &Tick<'_>) -> u32;
+    /// The load it expects at its horizon, if it forecasts (for plots).
+    fn forecast(&self) -> Option<f64> {
+        None
+    }
+}
+
+// === Forecourt ===
+
+/// Forecourt's policy exactly as the control loop runs it: arrivals recorded in a [`Predictor`],
+/// the [`ForecastEngine`] ticked once a second, and the same [`ServiceScaler`].
+pub struct ForecourtReplay {
+    scaling: ScalingConfig,
+    predictor: Predictor,
+    engine: ForecastEngine,
+    scaler: ServiceScaler,
+    id: ServiceId,
+    last_forecast: Option<f64>,
+}
+
+impl ForecourtReplay {
+    /// Forecourt's policy with `scaling` for one service.
+    pub fn new(scaling: ScalingConfig) -> Self {
+        let buckets = usize::try_from(scaling.stable_window.as_secs().saturating_add(2))
+            .unwrap_or(usize::MAX)
+            .max(60);
+        let config = PredictorConfig {
+            window: WindowConfig {
+                bucket_ms: 1_000,
+                buckets,
+            },
+            ..PredictorConfig::default()
+        };
+        let predictor = Predictor::new(["replayed"], config)
+            .or_else(|_| Predictor::new(["replayed"], PredictorConfig::default()));
+        let predictor = match predictor {
+            Ok(p) => p,
+            Err(error) => unreachable!("a one-service predictor is valid: {error}"),
+        };
+        let engine = ForecastEngine::new(
+            &predictor,
+            EngineConfig {
+                ensemble: EnsembleConfig::default(),
+                ..EngineConfig::default()
+            },
+        );
+        Self {
+            scaling,
+            predictor,
+            engine,
+            scaler: ServiceScaler::default(),
+            id: ServiceId(0),
+            last_forecast: None,
+        }
+    }
+}
+
+impl ReplayPolicy for ForecourtReplay {
+    fn name(&self) -> String {
+        if self.scaling.predictive {
+            "forecourt".to_owned()
+        } else {
+            "forecourt-reactive".to_owned()
+        }
+    }
+
+    fn desired(&mut self, tick: &Tick<'_>) -> u32 {
+        let second_ms = tick.t.saturating_mul(1_000);
+        let arrivals = tick.arrivals().round().max(0.0) as u64;
+        self.predictor
+            .record_arrivals(self.id, arrivals, second_ms + 500);
+        // The control loop ticks just after the second closes.
+        let now_ms = second_ms + 1_020;
+        self.engine.tick(&self.predictor, now_ms);
+        let forecast = self.scaler.forecast(&self.scaling, &self.engine, self.id);
+        self.last_forecast = forecast.map(|f| f.upper);
+        let held = if tick.ready == 0 {
+            tick.queued.ceil().min(f64::from(u32::MAX)) as u32
+        } else {
+            0
+        };
+        let service = ServiceNow {
+            ordered: tick.ordered,
+            ready: tick.ready,
+            held,
+            mean_latency_secs: 0.0,
+            dependency_demand: 0.0,
+        };
+        let decision = self.scaler.decide(
+            &self.scaling,
+            &self.predictor,
+            self.id,
+            forecast,
+            service,
+            now_ms,
+        );
+        if decision.changed() {
+            self.scaler.ordered(&decision, now_ms);
+        }
+        decision.desired
+    }
+
+    fn forecast(&self) -> Option<f64> {
+        self.last_forecast
+    }
+}
+
+// === Oracle and static ===
+
+/// Knows the true arrivals: orders at `t` what the next `boot` seconds need (the bound).
+#[derive(Debug, Clone, Copy)]
+pub struct Oracle {
+    /// Seconds from order to ready.
+    pub boot_secs: u64,
+    /// Requests per second one instance is sized for (capacity × utilisation).
+    pub per_instance: f64,
+}
+
+impl ReplayPolicy for Oracle {
+    fn name(&self) -> String {
+        "oracle".to_owned()
+    }
+
+    fn desired(&mut self, tick: &Tick<'_>) -> u32 {
+        let from = usize::try_from(tick.t.saturating_add(1)).unwrap_or(usize::MAX);
+        let to = usize::try_from(tick.t.saturating_add(self.boot_secs.max(1)))
+            .unwrap_or(usize::MAX)
+            .min(tick.series.len().saturating_sub(1));
+        let peak = tick
+            .series
+            .get(from..=to)
+            .map_or(0.0, |s| s.iter().copied().fold(0.0, f64::max));
+        instances_for(peak, self.per_instance)
+    }
+}
+
+/// Static provisioning for the trace's peak, ready from the start (the cost bound).
+#[derive(Debug, Clone, Copy)]
+pub struct StaticPeak {
+    /// Instances for the peak.
+    pub instances: u32,
+}
+
+impl ReplayPolicy for StaticPeak {
+    fn name(&self) -> String {
+        "static-peak".to_owned()
+    }
+
+    fn desired(&mut self, _tick: &Tick<'_>) -> u32 {
+        self.instances
+    }
+}
+
+/// Instances needed for `load` at `per_instance` each.
+pub fn instances_for(load: f64, per_instance: f64) -> u32 {
+    if load <= 0.0 || per_instance <= 0.0 {
+        return 0;
+    }
+    (load / per_instance).ceil().min(f64::from(u32::MAX)) as u32
+}
+
+// === running ===
+
+/// One point of a run's timeline, for plots.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TimelinePoint {
+    /// Second of the trace.
+    pub t: u64,
+    /// Arrivals per second (mean over the point's span).
+    pub load: f64,
+    /// The policy's forecast at its horizon (mean), if it forecasts.
+    pub forecast: Option<f64>,
+    /// Ready capacity in requests per second (mean).
+    pub ready_capacity: f64,
+}
+
+/// The outcome of one policy over one series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunReport {
+    /// Policy label.
+    pub policy: String,
+    /// What the simulated fleet measured.
+    pub stats: FleetStats,
+    /// Downsampled timeline.
+    pub timeline: Vec<TimelinePoint>,
+}
+
+/// Replays `series` (requests per second) through `policy` in front of a fleet of `shape`,
+/// starting with `initial` ready instances; the timeline keeps about `points` points;
+/// `progress(done, total)` is called every 65,536 seconds.
+pub fn run(
+    series: &[f64],
+    policy: &mut dyn ReplayPolicy,
+    shape: FleetShape,
+    initial: u32,
+    points: usize,
+    mut progress: impl FnMut(u64, u64),
+) -> RunReport {
+    let mut fleet = SimFleet::new(shape, initial);
+    let total = series.len() as u64;
+    let span = (series.len() / points.max(1)).max(1);
+    let mut timeline = Vec::with_capacity(points + 1);
+    let (mut load_sum, mut forecast_sum, mut capacity_sum, mut forecasts, mut n) =
+        (0.0, 0.0, 0.0, 0usize, 0usize);
+    for (t, &arrivals) in series.iter().enumerate() {
+        let t = t as u64;
+        fleet.step(t, arrivals);
+        let tick = Tick {
+            t,
+            series,
+            ready: fleet.ready(),
+            ordered: fleet.ordered(),
+            queued: fleet.queued(),
+        };
+        let desired = policy.desired(&tick);
+        fleet.order(t, desired);
+        load_sum += arrivals;
+        capacity_sum += f64::from(fleet.ready()) * shape.capacity;
+        if let Some(f) = policy.forecast() {
+            forecast_sum += f;
+            forecasts += 1;
+        }
+        n += 1;
+        if n == span {
+            timeline.push(TimelinePoint {
+                t: t + 1 - span as u64,
+                load: load_sum / n as f64,
+                forecast: (forecasts > 0).then(|| forecast_sum / forecasts as f64),
+                ready_capacity: capacity_sum / n as f64,
+            });
+            (load_sum, forecast_sum, capacity_sum, forecasts, n) = (0.0, 0.0, 0.0, 0, 0);
+        }
+        if t.is_multiple_of(65_536) {
+            progress(t, total);
+        }
+    }
+    progress(total, total);
+    RunReport {
+        policy: policy.name(),
+        stats: fleet.stats().clone(),
+        timeline,
+    }
+}
+
+/// Forecourt's scaling settings for a replay: `capacity` requests per second per instance at
+/// `utilization`, no replica limit to speak of, everything else as the policy file defaults.
+pub fn default_scaling(capacity: f64, utilization: f64) -> ScalingConfig {
+    let mut scaling = ScalingConfig::with_capacity(Capacity::RequestsPerSecond(capacity));
+    scaling.min_replicas = 0;
+    scaling.max_replicas = 100_000;
+    scaling.target_utilization = utilization;
+    scaling.idle_to_zero_after = Duration::from_secs(30);
+    scaling
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape() -> FleetShape {
+        FleetShape {
+            boot_secs: 10,
+            capacity: 10.0,
+            deadline_secs: 60,
+        }
+    }
+
+    /// Quiet, then a steady ramp to 200 requests/s, then a plateau.
+    fn ramp() -> Vec<f64> {
+        (0..900u64)
+            .map(|t| match t {
+                0..=299 => 20.0,
+                300..=599 => 20.0 + (t - 300) as f64 * 0.6,
+                _ => 200.0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_oracle_never_makes_a_request_wait_and_static_peak_costs_the_most() {
+        let series = ramp();
+        let mut oracle = Oracle {
+            boot_secs: 10,
+            per_instance: 7.0,
+        };
+        let oracle = run(&series, &mut oracle, shape(), 3, 50, |_, _| {});
+        assert_eq!(oracle.stats.waited + oracle.stats.past_deadline, 0.0);
+        let mut fixed = StaticPeak {
+            instances: instances_for(200.0, 7.0),
+        };
+        let fixed = run(&series, &mut fixed, shape(), 29, 50, |_, _| {});
+        assert_eq!(fixed.stats.waited, 0.0);
+        assert!(fixed.stats.instance_seconds > oracle.stats.instance_seconds);
+        assert!(oracle.timeline.len() >= 50);
+    }
+
+    #[test]
+    fn forecourt_meets_a_ramp_that_a_reactive_policy_falls_behind() {
+        let series = ramp();
+        let mut predictive = ForecourtReplay::new(default_scaling(10.0, 0.7));
+        let predictive = run(&series, &mut predictive, shape(), 3, 50, |_, _| {});
+        let mut reactive_scaling = default_scaling(10.0, 0.7);
+        reactive_scaling.predictive = false;
+        let mut reactive = ForecourtReplay::new(reactive_scaling);
+        let reactive = run(&series, &mut reactive, shape(), 3, 50, |_, _| {});
+        assert_eq!(predictive.policy, "forecourt");
+        assert_eq!(reactive.policy, "forecourt-reactive");
+        assert!(
+            predictive.stats.waited_share() < reactive.stats.waited_share(),
+            "predictive {} vs reactive {}",
+            predictive.stats.waited_share(),
+            reactive.stats.waited_share()
+        );
+        assert!(predictive.timeline.iter().any(|p| p.forecast.is_some()));
+    }
+}

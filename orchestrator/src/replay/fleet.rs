@@ -1,0 +1,255 @@
+//! A simulated fleet of one service at one-second resolution: instances ready a boot time after
+//! they are ordered, a capacity per ready instance, and a FIFO queue with a deadline for the
+//! requests beyond it.
+//!
+//! ```text
+//!  order(desired) ─► pending (ready at t + boot) ─► ready ─► capacity = ready × per-instance
+//!  arrivals(t) ─► queue (FIFO cohorts by second) ─► served this second, or wait, or expire
+//!  billing: every ordered instance, pending or ready, every second until it is stopped
+//! ```
+
+use std::collections::VecDeque;
+
+/// The shape of a simulated service.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FleetShape {
+    /// Seconds from order to ready.
+    pub boot_secs: u64,
+    /// Requests per second one ready instance serves.
+    pub capacity: f64,
+    /// Seconds a request waits at most before it counts as failed.
+    pub deadline_secs: u64,
+}
+
+/// What a simulated fleet measured over a run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FleetStats {
+    /// Requests that arrived.
+    pub arrived: f64,
+    /// Requests served in the second they arrived.
+    pub served_at_once: f64,
+    /// Requests served in a later second (they waited for capacity).
+    pub waited: f64,
+    /// Requests still queued when their deadline passed.
+    pub past_deadline: f64,
+    /// `waits[s]`: requests that waited `s` seconds (0 = served at once).
+    pub waits: Vec<f64>,
+    /// Instance-seconds billed (ordered instances, pending or ready).
+    pub instance_seconds: f64,
+    /// Ready instance-seconds whose capacity went unused.
+    pub idle_instance_seconds: f64,
+    /// Times the ordered count changed.
+    pub scale_actions: u64,
+}
+
+impl FleetStats {
+    /// Share of arrived requests that waited for capacity (or expired).
+    pub fn waited_share(&self) -> f64 {
+        if self.arrived > 0.0 {
+            (self.waited + self.past_deadline) / self.arrived
+        } else {
+            0.0
+        }
+    }
+
+    /// The wait (seconds) at quantile `q` over every request, served or expired (expired ones
+    /// count as waiting the whole deadline).
+    pub fn wait_quantile(&self, q: f64) -> f64 {
+        let total: f64 = self.waits.iter().sum::<f64>() + self.past_deadline;
+        if total <= 0.0 {
+            return 0.0;
+        }
+        let rank = q.clamp(0.0, 1.0) * total;
+        let mut seen = 0.0;
+        for (secs, n) in self.waits.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return secs as f64;
+            }
+        }
+        self.waits.len() as f64
+    }
+}
+
+/// One simulated service fleet.
+#[derive(Debug, Clone)]
+pub struct SimFleet {
+    shape: FleetShape,
+    /// Seconds at which ordered-but-not-ready instances become ready, oldest first.
+    pending: VecDeque<u64>,
+    ready: u32,
+    /// (second of arrival, requests still queued).
+    queue: VecDeque<(u64, f64)>,
+    stats: FleetStats,
+}
+
+// === impl SimFleet ===
+
+impl SimFleet {
+    /// A fleet with `ready` instances already running.
+    pub fn new(shape: FleetShape, ready: u32) -> Self {
+        let deadline = usize::try_from(shape.deadline_secs).unwrap_or(usize::MAX);
+        Self {
+            shape,
+            pending: VecDeque::new(),
+            ready,
+            queue: VecDeque::new(),
+            stats: FleetStats {
+                waits: vec![0.0; deadline.saturating_add(1).min(1 << 20)],
+                ..FleetStats::default()
+            },
+        }
+    }
+
+    /// Instances ordered (pending and ready).
+    pub fn ordered(&self) -> u32 {
+        self.ready
+            .saturating_add(u32::try_from(self.pending.len()).unwrap_or(u32::MAX))
+    }
+
+    /// Instances ready.
+    pub fn ready(&self) -> u32 {
+        self.ready
+    }
+
+    /// Requests queued now.
+    pub fn queued(&self) -> f64 {
+        self.queue.iter().map(|(_, n)| n).sum()
+    }
+
+    /// Orders `desired` instances at second `t`: new ones are ready at `t + boot`; fewer cancels
+    /// pending ones first (newest first), then stops ready ones.
+    pub fn order(&mut self, t: u64, desired: u32) {
+        let ordered = self.ordered();
+        if desired == ordered {
+            return;
+        }
+        self.stats.scale_actions += 1;
+        if desired > ordered {
+            let ready_at = t.saturating_add(self.shape.boot_secs);
+            self.pending
+                .extend((0..desired - ordered).map(|_| ready_at));
+        } else {
+            let mut excess = ordered - desired;
+            while excess > 0 && self.pending.pop_back().is_some() {
+                excess -= 1;
+            }
+            self.ready = self.ready.saturating_sub(excess);
+        }
+    }
+
+    /// Simulates second `t` with `arrivals` new requests.
+    pub fn step(&mut self, t: u64, arrivals: f64) {
+        while self.pending.front().is_some_and(|&at| at <= t) {
+            self.pending.pop_front();
+            self.ready += 1;
+        }
+        self.stats.instance_seconds += f64::from(self.ordered());
+        let arrivals = arrivals.max(0.0);
+        self.stats.arrived += arrivals;
+        if arrivals > 0.0 {
+            self.queue.push_back((t, arrivals));
+        }
+        let capacity = f64::from(self.ready) * self.shape.capacity;
+        let mut left = capacity;
+        while left > 0.0 {
+            let Some((arrived, n)) = self.queue.front_mut() else {
+                break;
+            };
+            let served = n.min(left);
+            left -= served;
+            *n -= served;
+            let wait = t - *arrived;
+            if wait == 0 {
+                self.stats.served_at_once += served;
+            } else {
+                self.stats.waited += served;
+            }
+            let slot = usize::try_from(wait).unwrap_or(usize::MAX);
+            if let Some(bucket) = self.stats.waits.get_mut(slot) {
+                *bucket += served;
+            }
+            if *n <= 1e-9 {
+                self.queue.pop_front();
+            }
+        }
+        if self.shape.capacity > 0.0 {
+            self.stats.idle_instance_seconds += left / self.shape.capacity;
+        }
+        // Requests whose deadline passed give up.
+        while let Some(&(arrived, n)) = self.queue.front() {
+            if t.saturating_sub(arrived) < self.shape.deadline_secs {
+                break;
+            }
+            self.stats.past_deadline += n;
+            self.queue.pop_front();
+        }
+    }
+
+    /// What the fleet measured so far.
+    pub fn stats(&self) -> &FleetStats {
+        &self.stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape() -> FleetShape {
+        FleetShape {
+            boot_secs: 3,
+            capacity: 10.0,
+            deadline_secs: 5,
+        }
+    }
+
+    #[test]
+    fn instances_are_ready_a_boot_time_after_the_order_and_billed_from_it() {
+        let mut fleet = SimFleet::new(shape(), 0);
+        fleet.order(0, 2);
+        for t in 0..3 {
+            fleet.step(t, 0.0);
+            assert_eq!(fleet.ready(), 0, "second {t}");
+        }
+        fleet.step(3, 0.0);
+        assert_eq!(fleet.ready(), 2);
+        assert_eq!(fleet.stats().instance_seconds, 8.0);
+        assert_eq!(fleet.stats().idle_instance_seconds, 2.0);
+    }
+
+    #[test]
+    fn load_beyond_capacity_waits_in_order_and_expires_at_the_deadline() {
+        let mut fleet = SimFleet::new(shape(), 1);
+        fleet.step(0, 25.0); // 10 served, 15 wait
+        fleet.step(1, 0.0); // 10 of them served after 1 s
+        fleet.step(2, 0.0); // the last 5 after 2 s
+        let stats = fleet.stats();
+        assert_eq!(stats.served_at_once, 10.0);
+        assert_eq!(stats.waited, 15.0);
+        assert_eq!(stats.waits[1], 10.0);
+        assert_eq!(stats.waits[2], 5.0);
+        assert!((stats.waited_share() - 0.6).abs() < 1e-9);
+        assert_eq!(stats.wait_quantile(0.5), 1.0);
+        assert_eq!(stats.wait_quantile(0.99), 2.0);
+
+        let mut starved = SimFleet::new(shape(), 0);
+        for t in 0..6 {
+            starved.step(t, if t == 0 { 4.0 } else { 0.0 });
+        }
+        assert_eq!(starved.stats().past_deadline, 4.0);
+        assert_eq!(starved.stats().wait_quantile(0.5), 6.0);
+    }
+
+    #[test]
+    fn scaling_down_cancels_pending_before_stopping_ready_ones() {
+        let mut fleet = SimFleet::new(shape(), 2);
+        fleet.order(0, 4);
+        assert_eq!(fleet.ordered(), 4);
+        fleet.order(1, 3);
+        assert_eq!((fleet.ready(), fleet.ordered()), (2, 3));
+        fleet.order(1, 1);
+        assert_eq!((fleet.ready(), fleet.ordered()), (1, 1));
+        assert_eq!(fleet.stats().scale_actions, 3);
+    }
+}
