@@ -19,6 +19,7 @@ pub mod autoscale;
 pub mod backend;
 pub mod control;
 pub mod health;
+pub mod kpa;
 pub mod local;
 pub mod ready;
 pub mod replay;
@@ -32,6 +33,7 @@ pub use control::{
     MAX_POSTED_EVENTS,
 };
 pub use health::{check_service, probe, HealthState};
+pub use kpa::{Kpa, KpaConfig, KpaConfigError, KpaDecision, KpaObserved, KpaWindows};
 pub use local::{LocalOrchestrator, LocalService};
 pub use ready::{Fleet, Instance, InstanceId, ReadySet, ServiceInstances, EJECT_AFTER_5XX};
 pub use scaling::{
