@@ -28,7 +28,7 @@ pub struct ForecastOptions {
 }
 
 /// Opens a trace, decompressing it when it is gzip (by magic number, not by name).
-fn open(path: &PathBuf) -> anyhow::Result<Box<dyn BufRead>> {
+pub fn open_trace(path: &PathBuf) -> anyhow::Result<Box<dyn BufRead>> {
     let file = File::open(path).with_context(|| format!("unable to open {}", path.display()))?;
     let mut reader = BufReader::new(file);
     let gzip = reader
@@ -57,7 +57,7 @@ pub fn run(options: &ForecastOptions) -> anyhow::Result<()> {
         bail!("--train must be between 0.1 and 0.95");
     }
     let started = Instant::now();
-    let trace = parse_trace(open(&options.trace)?)
+    let trace = parse_trace(open_trace(&options.trace)?)
         .with_context(|| format!("{}: not a trace", options.trace.display()))?;
     let parsed = started.elapsed();
     let seconds = trace.duration_sec();

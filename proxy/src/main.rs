@@ -95,6 +95,12 @@ enum Command {
         #[arg(long, default_value_t = 80)]
         peak_rps: u32,
     },
+    /// Send HTTP/1.1 traffic that follows a trace to a target, open loop, and report what came
+    /// back (latency from each request's scheduled time).
+    Load(forecourt_proxy::load::LoadArgs),
+    /// Replay a trace through simulated fleets under Forecourt's policy, Knative's KPA, an oracle
+    /// and static peak provisioning; print waiting and cost per utilisation target.
+    Replay(forecourt_proxy::replay_cli::ReplayOptions),
 }
 
 fn humantime_duration(text: &str) -> Result<Duration, String> {
@@ -242,5 +248,19 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Load(args) => match forecourt_proxy::load::main(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Replay(options) => match forecourt_proxy::replay_cli::main(&options) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
