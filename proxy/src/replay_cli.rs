@@ -32,6 +32,28 @@ fn duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| e.to_string())
 }
 
+/// A boot time, fixed (`10s`) or drawn uniformly from a range (`5s..30s`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Boot {
+    /// Shortest boot.
+    pub min: Duration,
+    /// Longest boot.
+    pub max: Duration,
+}
+
+fn boot(text: &str) -> Result<Boot, String> {
+    match text.split_once("..") {
+        Some((low, high)) => {
+            let (min, max) = (duration(low)?, duration(high)?);
+            if max < min {
+                return Err(format!("{text}: the range goes backwards"));
+            }
+            Ok(Boot { min, max })
+        }
+        None => duration(text).map(|d| Boot { min: d, max: d }),
+    }
+}
+
 /// What to replay and how (`forecourt replay`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReplayOptions {
@@ -53,9 +75,16 @@ pub struct ReplayOptions {
     /// End of the slice (trace time).
     #[arg(long, value_parser = duration)]
     pub to: Option<Duration>,
-    /// Time from order to ready of a simulated instance.
-    #[arg(long, value_parser = duration, default_value = "10s")]
-    pub boot: Duration,
+    /// Time from order to ready of a simulated instance: `10s`, or a uniform range `5s..30s`.
+    #[arg(long, value_parser = boot, default_value = "10s")]
+    pub boot: Boot,
+    /// Seed of the boot-time draws (the same seed replays the same run).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Mean service time of a request, for services whose capacity is a concurrency
+    /// (one instance then serves concurrency / service time requests per second).
+    #[arg(long, value_parser = duration, default_value = "100ms")]
+    pub service_time: Duration,
     /// Requests per second one instance serves (when the policy file gives no capacity).
     #[arg(long, default_value_t = 10.0)]
     pub capacity: f64,
@@ -63,7 +92,7 @@ pub struct ReplayOptions {
     #[arg(long, value_parser = duration, default_value = "30s")]
     pub deadline: Duration,
     /// Utilisation targets swept for every policy (the headroom knob).
-    #[arg(long = "utilization", value_delimiter = ',', default_values_t = [0.5, 0.6, 0.7, 0.8, 0.9])]
+    #[arg(long = "utilization", value_delimiter = ',', default_values_t = [0.5, 0.6, 0.7, 0.8, 0.9, 1.0])]
     pub utilizations: Vec<f64>,
     /// Print JSON instead of tables.
     #[arg(long)]
@@ -145,15 +174,7 @@ fn targets(options: &ReplayOptions) -> anyhow::Result<(Vec<Target>, Option<Polic
             .and_then(|p| p.service(&service.name))
             .and_then(|s| s.scaling.clone());
         let scaling = match scaling {
-            Some(s) => {
-                if let Capacity::Concurrency(_) = s.capacity {
-                    bail!(
-                        "service {}: replay sizes instances in requests per second; its capacity is a concurrency",
-                        service.name
-                    );
-                }
-                s
-            }
+            Some(s) => s,
             None => default_scaling(options.capacity, 0.7),
         };
         out.push(Target {
@@ -176,15 +197,25 @@ struct Job<'a> {
     utilization: f64,
 }
 
+/// Requests per second one instance serves: its capacity, or concurrency / service time.
+fn rps_capacity(scaling: &ScalingConfig, options: &ReplayOptions) -> f64 {
+    match scaling.capacity {
+        Capacity::RequestsPerSecond(rps) => rps,
+        Capacity::Concurrency(c) => c / options.service_time.as_secs_f64().max(1e-3),
+    }
+}
+
 fn policy_for(job: &Job<'_>, options: &ReplayOptions) -> anyhow::Result<Box<dyn ReplayPolicy>> {
-    let capacity = job.target.scaling.capacity.per_replica();
+    let capacity = rps_capacity(&job.target.scaling, options);
     let per_instance = capacity * job.utilization;
     let peak = job.target.series.iter().copied().fold(0.0, f64::max);
     Ok(match job.kind {
         "forecourt" => {
             let mut scaling = job.target.scaling.clone();
             scaling.target_utilization = job.utilization;
-            Box::new(ForecourtReplay::new(scaling))
+            Box::new(
+                ForecourtReplay::new(scaling).with_service_time(options.service_time.as_secs_f64()),
+            )
         }
         "knative-kpa" => {
             let config = KpaConfig {
@@ -203,7 +234,7 @@ fn policy_for(job: &Job<'_>, options: &ReplayOptions) -> anyhow::Result<Box<dyn 
             })
         }
         "oracle" => Box::new(Oracle {
-            boot_secs: options.boot.as_secs(),
+            boot_secs: options.boot.max.as_secs(),
             per_instance,
         }),
         _ => Box::new(StaticPeak {
@@ -252,8 +283,10 @@ pub fn run_replay(options: &ReplayOptions) -> anyhow::Result<()> {
     let started = Instant::now();
     let (targets, _) = targets(options)?;
     let shape = |t: &Target| FleetShape {
-        boot_secs: options.boot.as_secs(),
-        capacity: t.scaling.capacity.per_replica(),
+        boot_secs: options.boot.min.as_secs(),
+        boot_max_secs: options.boot.max.as_secs(),
+        seed: options.seed,
+        capacity: rps_capacity(&t.scaling, options),
         deadline_secs: options.deadline.as_secs().max(1),
     };
     let mut jobs = Vec::new();
@@ -353,13 +386,14 @@ pub fn run_replay(options: &ReplayOptions) -> anyhow::Result<()> {
         let mut out = std::io::stdout().lock();
         writeln!(
             out,
-            "{} service(s), {} s of trace × {} policies × {} utilisation targets, replayed in {:.1?}; boot {} s, capacity per instance from the policy (default {}/s), deadline {} s, scale ×{}\n",
+            "{} service(s), {} s of trace × {} policies × {} utilisation targets, replayed in {:.1?}; boot {:?}..{:?}, capacity per instance from the policy (default {}/s), deadline {} s, scale ×{}\n",
             targets.len(),
             seconds,
             POLICIES.len(),
             options.utilizations.len(),
             elapsed,
-            options.boot.as_secs(),
+            options.boot.min,
+            options.boot.max,
             options.capacity,
             options.deadline.as_secs(),
             options.scale
@@ -466,6 +500,16 @@ fn gains(options: &ReplayOptions, results: &BTreeMap<(usize, usize), Totals>) ->
     } else {
         "KPA already matches the oracle".to_owned()
     };
+    let equal_cost = equal_cost(options, results)
+        .map(|(kpa_u, kpa_waited, fc_waited, fc_cost)| {
+            format!(
+                " At no more than 10 % above KPA's instance-seconds (KPA at {kpa_u:.2}: {:.3} % waited), Forecourt's curve reaches {:.3} % waited ({:+.1} % instance-seconds).",
+                100.0 * kpa_waited,
+                100.0 * fc_waited,
+                100.0 * fc_cost
+            )
+        })
+        .unwrap_or_default();
     format!(
         "At target utilisation {:.2}: requests that waited for capacity — KPA {:.3} %, Forecourt {:.3} %, oracle {:.3} % (Forecourt recovers {share}); instance-seconds — KPA {:.0}, Forecourt {:.0} ({:+.1} %), oracle {:.0}.",
         options.utilizations[u],
@@ -476,7 +520,33 @@ fn gains(options: &ReplayOptions, results: &BTreeMap<(usize, usize), Totals>) ->
         fc.instance_seconds,
         100.0 * (fc.instance_seconds / kpa.instance_seconds.max(1.0) - 1.0),
         oracle.instance_seconds,
-    )
+    ) + &equal_cost
+}
+
+/// Forecourt against KPA at (almost) equal cost: for KPA at each target (the reference target
+/// first), Forecourt's lowest waiting among its targets that cost at most 10 % more; the first
+/// KPA target for which one exists. Returns (KPA target, KPA waited, Forecourt waited,
+/// Forecourt's extra cost as a fraction).
+fn equal_cost(
+    options: &ReplayOptions,
+    results: &BTreeMap<(usize, usize), Totals>,
+) -> Option<(f64, f64, f64, f64)> {
+    let reference = reference(options);
+    let order = std::iter::once(reference).chain((0..options.utilizations.len()).rev());
+    order.into_iter().find_map(|u| {
+        let kpa = &results.get(&(1, u))?.stats;
+        let budget = kpa.instance_seconds * 1.1;
+        let best = (0..options.utilizations.len())
+            .filter_map(|i| results.get(&(0, i)).map(|t| &t.stats))
+            .filter(|s| s.instance_seconds <= budget)
+            .min_by(|a, b| a.waited_share().total_cmp(&b.waited_share()))?;
+        Some((
+            options.utilizations[u],
+            kpa.waited_share(),
+            best.waited_share(),
+            best.instance_seconds / kpa.instance_seconds.max(1.0) - 1.0,
+        ))
+    })
 }
 
 fn report_json(
@@ -511,7 +581,7 @@ fn report_json(
     json!({
         "trace": options.trace.display().to_string(),
         "services": targets.iter().map(|t| t.name.clone()).collect::<Vec<_>>(),
-        "boot_seconds": options.boot.as_secs(),
+        "boot_seconds": [options.boot.min.as_secs(), options.boot.max.as_secs()],
         "deadline_seconds": options.deadline.as_secs(),
         "scale": options.scale,
         "runs": runs,

@@ -13,8 +13,12 @@ use std::collections::VecDeque;
 /// The shape of a simulated service.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FleetShape {
-    /// Seconds from order to ready.
+    /// Seconds from order to ready (the shortest, when `boot_max_secs` is larger).
     pub boot_secs: u64,
+    /// Longest boot: each instance's boot is drawn uniformly from `boot_secs..=boot_max_secs`.
+    pub boot_max_secs: u64,
+    /// Seed of the boot-time draws (the same seed replays the same run).
+    pub seed: u64,
     /// Requests per second one ready instance serves.
     pub capacity: f64,
     /// Seconds a request waits at most before it counts as failed.
@@ -81,6 +85,7 @@ pub struct SimFleet {
     /// (second of arrival, requests still queued).
     queue: VecDeque<(u64, f64)>,
     stats: FleetStats,
+    rng: u64,
 }
 
 // === impl SimFleet ===
@@ -94,6 +99,7 @@ impl SimFleet {
             pending: VecDeque::new(),
             ready,
             queue: VecDeque::new(),
+            rng: shape.seed | 1,
             stats: FleetStats {
                 waits: vec![0.0; deadline.saturating_add(1).min(1 << 20)],
                 ..FleetStats::default()
@@ -126,9 +132,12 @@ impl SimFleet {
         }
         self.stats.scale_actions += 1;
         if desired > ordered {
-            let ready_at = t.saturating_add(self.shape.boot_secs);
-            self.pending
-                .extend((0..desired - ordered).map(|_| ready_at));
+            for _ in 0..desired - ordered {
+                let ready_at = t.saturating_add(self.boot());
+                // Keep pending sorted by ready time (boots may differ).
+                let at = self.pending.partition_point(|&p| p <= ready_at);
+                self.pending.insert(at, ready_at);
+            }
         } else {
             let mut excess = ordered - desired;
             while excess > 0 && self.pending.pop_back().is_some() {
@@ -136,6 +145,18 @@ impl SimFleet {
             }
             self.ready = self.ready.saturating_sub(excess);
         }
+    }
+
+    /// One instance's boot time: fixed, or drawn from `boot_secs..=boot_max_secs`.
+    fn boot(&mut self) -> u64 {
+        let (low, high) = (self.shape.boot_secs, self.shape.boot_max_secs);
+        if high <= low {
+            return low;
+        }
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        low + self.rng % (high - low + 1)
     }
 
     /// Simulates second `t` with `arrivals` new requests.
@@ -199,9 +220,57 @@ mod tests {
     fn shape() -> FleetShape {
         FleetShape {
             boot_secs: 3,
+            boot_max_secs: 3,
+            seed: 1,
             capacity: 10.0,
             deadline_secs: 5,
         }
+    }
+
+    #[test]
+    fn every_request_is_counted_exactly_once() {
+        let mut fleet = SimFleet::new(shape(), 0);
+        let mut x = 7u64;
+        for t in 0..2_000u64 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let arrivals = (x >> 58) as f64 + 0.25;
+            fleet.step(t, arrivals);
+            fleet.order(t, ((x >> 40) % 6) as u32);
+        }
+        let stats = fleet.stats();
+        let accounted = stats.served_at_once + stats.waited + stats.past_deadline + fleet.queued();
+        assert!(
+            (accounted - stats.arrived).abs() < 1e-6,
+            "{accounted} vs {}",
+            stats.arrived
+        );
+        let in_waits: f64 = stats.waits.iter().sum();
+        assert!((in_waits - stats.served_at_once - stats.waited).abs() < 1e-6);
+    }
+
+    #[test]
+    fn drawn_boot_times_stay_in_range_and_repeat_for_a_seed() {
+        let spread = FleetShape {
+            boot_secs: 5,
+            boot_max_secs: 30,
+            ..shape()
+        };
+        let ready_times = |seed: u64| {
+            let mut fleet = SimFleet::new(FleetShape { seed, ..spread }, 0);
+            fleet.order(0, 20);
+            let mut times = Vec::new();
+            for t in 0..40 {
+                let before = fleet.ready();
+                fleet.step(t, 0.0);
+                times.extend((before..fleet.ready()).map(|_| t));
+            }
+            times
+        };
+        let a = ready_times(42);
+        assert_eq!(a.len(), 20);
+        assert!(a.iter().all(|&t| (5..=30).contains(&t)), "{a:?}");
+        assert!(a.first() != a.last(), "boots differ");
+        assert_eq!(a, ready_times(42), "same seed, same run");
     }
 
     #[test]
