@@ -20,8 +20,8 @@ use forecourt_predictor::{ForecastEngine, HorizonForecast, Predictor, ServiceId}
 use crate::backend::Orchestrator;
 use crate::ready::ServiceInstances;
 use crate::scaling::{
-    decide, dependency_demand, Decision, ForecastAtHorizon, Reason, ScalingInputs, ScalingState,
-    ServiceLoad, TimeToReady,
+    decide, dependency_demand, millis, Decision, ForecastAtHorizon, Reason, ScalingInputs,
+    ScalingState, ServiceLoad, TimeToReady,
 };
 
 /// One service as the scaling step sees it at a tick.
@@ -373,10 +373,6 @@ async fn order(
             Some(error.to_string())
         }
     }
-}
-
-fn millis(duration: std::time::Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Arrivals per second of a service over the last `span_ms`.

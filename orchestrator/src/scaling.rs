@@ -557,7 +557,8 @@ fn latency_secs(inputs: &ScalingInputs) -> Option<f64> {
     (rate > NEGLIGIBLE_RATE && in_flight > 0.0).then(|| in_flight / rate)
 }
 
-fn millis(duration: Duration) -> u64 {
+/// A duration in whole milliseconds, saturating.
+pub(crate) fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 

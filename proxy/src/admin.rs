@@ -29,7 +29,7 @@ use tokio::sync::watch;
 
 use http_body_util::{BodyExt as _, Limited};
 
-use crate::metrics::{label, render_requests};
+use crate::metrics::{label, render_requests, write_per_service};
 use crate::reload::ReloadOutcome;
 
 mod forecasts;
@@ -301,24 +301,26 @@ fn render_scaling_metrics(out: &mut String, front_door: &FrontDoor) {
             );
         }
     }
-    out.push_str("# HELP forecourt_predicted_load Forecast load at the horizon plus dependency demand, in capacity units.\n# TYPE forecourt_predicted_load gauge\n");
-    for s in &board.services {
-        let _ = writeln!(
-            out,
-            "forecourt_predicted_load{{service=\"{}\"}} {}",
-            label(&s.service),
-            s.predicted_load
-        );
-    }
-    out.push_str("# HELP forecourt_scaling_horizon_seconds Forecast horizon used: measured time-to-ready plus margin.\n# TYPE forecourt_scaling_horizon_seconds gauge\n");
-    for s in &board.services {
-        let _ = writeln!(
-            out,
-            "forecourt_scaling_horizon_seconds{{service=\"{}\"}} {}",
-            label(&s.service),
-            s.horizon_secs
-        );
-    }
+    write_per_service(
+        out,
+        "forecourt_predicted_load",
+        "gauge",
+        "Forecast load at the horizon plus dependency demand, in capacity units.",
+        board
+            .services
+            .iter()
+            .map(|s| (s.service.as_str(), s.predicted_load)),
+    );
+    write_per_service(
+        out,
+        "forecourt_scaling_horizon_seconds",
+        "gauge",
+        "Forecast horizon used: measured time-to-ready plus margin.",
+        board
+            .services
+            .iter()
+            .map(|s| (s.service.as_str(), s.horizon_secs)),
+    );
     out.push_str("# HELP forecourt_scaling_decisions_total Replica changes ordered, by reason.\n# TYPE forecourt_scaling_decisions_total counter\n");
     for (service, reason, n) in front_door.decisions.snapshot() {
         let _ = writeln!(

@@ -8,7 +8,7 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, IsTerminal as _, Write as _};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
@@ -28,7 +28,7 @@ pub struct ForecastOptions {
 }
 
 /// Opens a trace, decompressing it when it is gzip (by magic number, not by name).
-pub fn open_trace(path: &PathBuf) -> anyhow::Result<Box<dyn BufRead>> {
+pub fn open_trace(path: &Path) -> anyhow::Result<Box<dyn BufRead>> {
     let file = File::open(path).with_context(|| format!("unable to open {}", path.display()))?;
     let mut reader = BufReader::new(file);
     let gzip = reader

@@ -28,9 +28,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::fs::File;
-use std::io::{BufRead, BufReader, IsTerminal as _, Write as _};
-use std::path::{Path, PathBuf};
+use std::io::{IsTerminal as _, Write as _};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -953,21 +952,6 @@ impl LoadReport {
 
 // === The run ===
 
-/// Opens a trace, decompressing it when it is gzip (by magic number, not by name).
-fn open(path: &Path) -> anyhow::Result<Box<dyn BufRead>> {
-    let file = File::open(path).with_context(|| format!("unable to open {}", path.display()))?;
-    let mut reader = BufReader::new(file);
-    let gzip = reader
-        .fill_buf()
-        .with_context(|| format!("unable to read {}", path.display()))?
-        .starts_with(&[0x1f, 0x8b]);
-    Ok(if gzip {
-        Box::new(BufReader::new(flate2::bufread::GzDecoder::new(reader)))
-    } else {
-        Box::new(reader)
-    })
-}
-
 fn validate(args: &LoadArgs) -> anyhow::Result<()> {
     if !args.scale.is_finite() || args.scale < 0.0 {
         bail!("--scale must be a number ≥ 0, not {}", args.scale);
@@ -1000,7 +984,7 @@ pub fn main(args: &LoadArgs) -> anyhow::Result<()> {
 /// Replays the trace against the target and returns the report.
 pub fn run(args: &LoadArgs) -> anyhow::Result<LoadReport> {
     validate(args)?;
-    let trace = parse_trace(open(&args.trace)?)
+    let trace = parse_trace(crate::forecast_cli::open_trace(&args.trace)?)
         .with_context(|| format!("{}: not a trace", args.trace.display()))?;
     let plan = Plan::new(&trace, &args.services, args.from, args.to)?;
     drop(trace);

@@ -170,6 +170,21 @@ pub fn label(value: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// Writes one metric family labelled only by service: its HELP and TYPE lines, then one sample per
+/// service.
+pub fn write_per_service<'a, V: std::fmt::Display>(
+    out: &mut String,
+    metric: &str,
+    kind: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (&'a str, V)>,
+) {
+    let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} {kind}");
+    for (service, value) in samples {
+        let _ = writeln!(out, "{metric}{{service=\"{}\"}} {value}", label(service));
+    }
+}
+
 /// Writes the request metrics of every service.
 pub fn render_requests(
     out: &mut String,
@@ -251,20 +266,18 @@ pub fn render_requests(
             |m: &ServiceMetrics| m.held.load(Ordering::Relaxed),
         ),
     ] {
-        let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} counter");
-        for (name, m) in services {
-            let _ = writeln!(out, "{metric}{{service=\"{}\"}} {}", label(name), get(m));
-        }
+        let samples = services.iter().map(|(name, m)| (*name, get(m)));
+        write_per_service(out, metric, "counter", help, samples);
     }
-    out.push_str("# HELP forecourt_held_requests Requests waiting for a ready instance now.\n# TYPE forecourt_held_requests gauge\n");
-    for (name, m) in services {
-        let _ = writeln!(
-            out,
-            "forecourt_held_requests{{service=\"{}\"}} {}",
-            label(name),
-            m.held_now.load(Ordering::Relaxed)
-        );
-    }
+    write_per_service(
+        out,
+        "forecourt_held_requests",
+        "gauge",
+        "Requests waiting for a ready instance now.",
+        services
+            .iter()
+            .map(|(name, m)| (*name, m.held_now.load(Ordering::Relaxed))),
+    );
 }
 
 #[cfg(test)]

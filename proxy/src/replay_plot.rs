@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 use forecourt_orchestrator::replay::RunReport;
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
@@ -67,6 +68,29 @@ const COLORS: [RGBColor; 5] = [
     RGBColor(255, 127, 14),
 ];
 
+/// A plotters error as an `anyhow` error (plotters' errors borrow the backend's error type).
+fn plot_error(error: impl std::fmt::Debug) -> anyhow::Error {
+    anyhow::anyhow!("{error:?}")
+}
+
+/// Draws the legend and writes the chart out.
+fn finish<'a, DB: DrawingBackend + 'a>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    area: &DrawingArea<DB, Shift>,
+) -> anyhow::Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()
+        .map_err(plot_error)?;
+    area.present().map_err(plot_error)
+}
+
 fn draw_timeline<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     title: &str,
@@ -75,7 +99,7 @@ fn draw_timeline<DB: DrawingBackend>(
 where
     DB::ErrorType: 'static,
 {
-    area.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    area.fill(&WHITE).map_err(plot_error)?;
     let Some(first) = timelines.first() else {
         bail!("nothing to plot");
     };
@@ -92,21 +116,21 @@ where
         .x_label_area_size(36)
         .y_label_area_size(56)
         .build_cartesian_2d(0.0..end, 0.0..top)
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        .map_err(plot_error)?;
     chart
         .configure_mesh()
         .x_desc("hours into the trace")
         .y_desc("requests per second")
         .label_style(("sans-serif", 14))
         .draw()
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        .map_err(plot_error)?;
     let hours = |t: u64| t as f64 / 3_600.0;
     chart
         .draw_series(LineSeries::new(
             first.run.timeline.iter().map(|p| (hours(p.t), p.load)),
             BLACK.stroke_width(1),
         ))
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?
+        .map_err(plot_error)?
         .label("load")
         .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], BLACK));
     for (i, t) in timelines.iter().enumerate() {
@@ -119,7 +143,7 @@ where
                     .map(|p| (hours(p.t), p.ready_capacity)),
                 color.stroke_width(2),
             ))
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?
+            .map_err(plot_error)?
             .label(format!("{} ready capacity", t.policy))
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color));
         if t.run.timeline.iter().any(|p| p.forecast.is_some()) {
@@ -132,20 +156,12 @@ where
                         .filter_map(|p| Some((hours(p.t), p.forecast?))),
                     faint.stroke_width(1),
                 ))
-                .map_err(|e| anyhow::anyhow!("{e:?}"))?
+                .map_err(plot_error)?
                 .label(format!("{} forecast (upper)", t.policy))
                 .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], faint));
         }
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 13))
-        .draw()
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    area.present().map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    Ok(())
+    finish(&mut chart, area)
 }
 
 fn draw_curve<DB: DrawingBackend>(
@@ -155,7 +171,7 @@ fn draw_curve<DB: DrawingBackend>(
 where
     DB::ErrorType: 'static,
 {
-    area.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    area.fill(&WHITE).map_err(plot_error)?;
     let points = curves.iter().flat_map(|c| c.points.iter());
     let (mut x_max, mut y_max) = (1.0f64, 0.001f64);
     for &(x, y) in points {
@@ -171,7 +187,7 @@ where
         .x_label_area_size(36)
         .y_label_area_size(56)
         .build_cartesian_2d(0.0..x_max * 1.05, 0.0..y_max * 1.1)
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        .map_err(plot_error)?;
     chart
         .configure_mesh()
         .x_desc("instance-hours")
@@ -179,7 +195,7 @@ where
         .x_label_formatter(&|x| format!("{:.0}", x / 3_600.0))
         .label_style(("sans-serif", 14))
         .draw()
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        .map_err(plot_error)?;
     for (i, curve) in curves.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         chart
@@ -187,7 +203,7 @@ where
                 curve.points.iter().copied(),
                 color.stroke_width(2),
             ))
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?
+            .map_err(plot_error)?
             .label(curve.policy)
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color));
         chart
@@ -197,17 +213,9 @@ where
                     .iter()
                     .map(|&p| Circle::new(p, 3, color.filled())),
             )
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            .map_err(plot_error)?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 13))
-        .draw()
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    area.present().map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    Ok(())
+    finish(&mut chart, area)
 }
 
 /// Writes `timeline.svg`, `timeline.png`, `tradeoff.svg` and `tradeoff.png` into `dir`.

@@ -12,7 +12,7 @@ use forecourt_predictor::ServiceForecast;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::metrics::label;
+use crate::metrics::{label, write_per_service};
 use crate::state::Snapshot;
 
 /// Rounds for JSON: four significant decimals are plenty for rates and ratios.
@@ -173,24 +173,26 @@ pub fn render_forecast_metrics(out: &mut String, board: &ForecastBoard) {
             s.stable_rate, s.panic_rate
         );
     }
-    out.push_str("# HELP forecourt_panic_mode 1 while a service's short window runs far above its stable window.\n# TYPE forecourt_panic_mode gauge\n");
-    for s in &board.services {
-        let _ = writeln!(
-            out,
-            "forecourt_panic_mode{{service=\"{}\"}} {}",
-            label(&s.service),
-            u8::from(s.panicking)
-        );
-    }
-    out.push_str("# HELP forecourt_concurrency Time-averaged requests in flight over the stable window.\n# TYPE forecourt_concurrency gauge\n");
-    for s in &board.services {
-        let _ = writeln!(
-            out,
-            "forecourt_concurrency{{service=\"{}\"}} {}",
-            label(&s.service),
-            s.concurrency
-        );
-    }
+    write_per_service(
+        out,
+        "forecourt_panic_mode",
+        "gauge",
+        "1 while a service's short window runs far above its stable window.",
+        board
+            .services
+            .iter()
+            .map(|s| (s.service.as_str(), u8::from(s.panicking))),
+    );
+    write_per_service(
+        out,
+        "forecourt_concurrency",
+        "gauge",
+        "Time-averaged requests in flight over the stable window.",
+        board
+            .services
+            .iter()
+            .map(|s| (s.service.as_str(), s.concurrency)),
+    );
     out.push_str("# HELP forecourt_forecast_requests_per_second Ensemble forecast at a horizon (point and upper bound, events applied).\n# TYPE forecourt_forecast_requests_per_second gauge\n");
     for s in &board.services {
         let name = label(&s.service);
