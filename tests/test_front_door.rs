@@ -536,3 +536,70 @@ fn admin_readiness_json_and_metrics_text_parse() {
         let _ = std::fs::remove_dir_all(dir);
     }
 }
+
+/// A keep-alive connection between requests holds only its socket in Forecourt (the
+/// `keepalive` module reads a request's first bytes itself): requests whose header arrives in
+/// pieces, several requests on one connection, and idle connections closed at shutdown.
+#[test]
+fn keep_alive_connections_serve_split_headers_and_close_at_shutdown() {
+    let backend = Backend::start();
+    let mut fc = Forecourt::start(&policy(&format!(
+        "  - name: web
+    routes: [{{ path_prefix: / }}]
+    instances: [{{ address: \"{}\" }}]
+",
+        backend.addr()
+    )));
+    fc.wait_ready("web", 1);
+    let mut stream = TcpStream::connect(fc.proxy).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream.set_nodelay(true).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    for round in 0..3 {
+        // The first bytes alone, then the rest of the header after a pause.
+        stream.write_all(b"GET /piece").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        stream
+            .write_all(format!("s/{round}/echo HTTP/1.1\r\nHost: x\r\n").as_bytes())
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        stream.write_all(b"X-Round: yes\r\n\r\n").unwrap();
+        let response = read_response(&mut reader).unwrap();
+        assert_eq!(response.status, 200, "round {round}");
+        assert!(
+            String::from_utf8_lossy(&response.body).contains(&format!("/pieces/{round}/echo")),
+            "round {round}: {:?}",
+            String::from_utf8_lossy(&response.body)
+        );
+    }
+    // A header longer than the first read (4 KiB) is read on into the same request.
+    let long = "v".repeat(6000);
+    stream
+        .write_all(format!("GET /long HTTP/1.1\r\nHost: x\r\nX-Long: {long}\r\n\r\n").as_bytes())
+        .unwrap();
+    assert_eq!(read_response(&mut reader).unwrap().status, 200);
+
+    // Idle connections are closed when Forecourt shuts down, and it exits promptly.
+    let idle: Vec<TcpStream> = (0..20)
+        .map(|_| {
+            let mut s = TcpStream::connect(fc.proxy).unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            assert_eq!(read_response(&mut r).unwrap().status, 200);
+            s
+        })
+        .collect();
+    fc.process.signal(libc::SIGTERM);
+    for mut s in idle.into_iter().chain([stream]) {
+        let mut buf = [0u8; 1];
+        // EOF (Ok(0)) or a reset: closed either way, not a timeout.
+        match s.read(&mut buf) {
+            Ok(n) => assert_eq!(n, 0),
+            Err(e) => assert_ne!(e.kind(), std::io::ErrorKind::WouldBlock, "{e}"),
+        }
+    }
+    assert!(fc.process.wait_exit(Duration::from_secs(15)).is_some());
+}

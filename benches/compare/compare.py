@@ -279,8 +279,8 @@ CASE_TEXT = {
     "close": "new connection per request",
     "fixed": "fixed rate (open loop)",
 }
-TARGET_TEXT = {"direct": "direct", "forecourt": "Forecourt", "nginx": "nginx",
-               "haproxy": "HAProxy"}
+TARGET_TEXT = {"direct": "direct", "forecourt": "Forecourt", "pingora": "bare Pingora",
+               "nginx": "nginx", "haproxy": "HAProxy"}
 
 
 def fmt(value, digits=1, thousands=False):
@@ -348,7 +348,7 @@ def report(raw, meta_path, out_json, out_md):
             if case == "fixed":
                 row["rate"] = median([r["rate"] for r in mine])
                 row["dispatch_lag_ms_p99"] = median([r["dispatch_lag_ms"]["p99"] for r in mine])
-            for other in ("nginx", "haproxy", "direct"):
+            for other in ("nginx", "haproxy", "direct", "pingora"):
                 if other == target or other not in targets:
                     continue
                 row["ratios"][f"rps_vs_{other}"] = paired_ratio(case_runs, target, other, "rps")
@@ -418,6 +418,26 @@ def report(raw, meta_path, out_json, out_md):
             f"| {fmt(ra.get('cpu_vs_nginx'), 2)} | {fmt(ra.get('cpu_vs_haproxy'), 2)} "
             f"| {fmt(lat.get('p50'), 3)} | {fmt(lat.get('p99'), 3)} "
             f"| {fmt(lat.get('p99.9'), 3)} | {row['errors']} |")
+    costs = [r for r in summary if r["target"] == "forecourt" and "cpu_vs_pingora" in r["ratios"]]
+    if costs:
+        lines += [
+            "",
+            "What Forecourt's features (classification, predictor, tenants, metrics, balancing) "
+            "cost over a bare Pingora pass-through with the same server settings:",
+            "",
+            "| case | Forecourt CPU µs/req | bare Pingora CPU µs/req | CPU ×Pingora "
+            "| req/s ×Pingora |",
+            "|---|--:|--:|--:|--:|",
+        ]
+        for row in costs:
+            bare = next((x for x in summary
+                         if x["case"] == row["case"] and x["target"] == "pingora"), {})
+            lines.append(
+                f"| {CASE_TEXT.get(row['case'], row['case'])} "
+                f"| {fmt(row['proxy_cpu_us_per_req'], 1)} "
+                f"| {fmt(bare.get('proxy_cpu_us_per_req'), 1)} "
+                f"| {fmt(row['ratios'].get('cpu_vs_pingora'), 2)} "
+                f"| {fmt(row['ratios'].get('rps_vs_pingora'), 2)} |")
     lines += [
         "",
         "Closed-loop cases: wrk -t1 -c" + str(o["connections"]) + " --latency (p50/p99 from wrk; "

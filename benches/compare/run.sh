@@ -17,7 +17,7 @@ IDLE_CONNS=10000
 RATE=auto
 RATE_FRACTION=0.25
 PRECISE_TIMING=1
-TARGETS="direct forecourt nginx haproxy"
+TARGETS="direct forecourt pingora nginx haproxy"
 CASES="small 1k 64k close fixed"
 PORT_BASE=19100
 PROXY_CORE=0
@@ -26,6 +26,7 @@ INSTALL=1
 BUILD=1
 OUT_DIR="$HERE/results"
 BIN="$ROOT/target/release/forecourt"
+PASSTHROUGH="$ROOT/target/release/examples/passthrough"
 
 usage() {
   sed -n '/^## Options/,/^## /p' "$HERE/README.md" | sed '$d' >&2
@@ -102,13 +103,14 @@ if [ "$BUILD" -eq 1 ]; then
       -prune -o \( -name '*.rs' -o -name Cargo.toml -o -name Cargo.lock \) -newer "$BIN" -print \
       | head -n1)
   fi
-  if [ ! -x "$BIN" ] || [ -n "$newer" ]; then
-    say "building Forecourt (release)${newer:+, $newer is newer than the binary}"
-    (cd "$ROOT" && cargo build --release -j2 -p forecourt-proxy --bin forecourt)
-    touch "$BIN"  # cargo leaves it alone when nothing changed; don't ask again next time
+  if [ ! -x "$BIN" ] || [ ! -x "$PASSTHROUGH" ] || [ -n "$newer" ]; then
+    say "building Forecourt and the bare Pingora pass-through (release)${newer:+, $newer is newer than the binary}"
+    (cd "$ROOT" && cargo build --release -j2 -p forecourt-proxy --bin forecourt --example passthrough)
+    touch "$BIN" "$PASSTHROUGH"  # cargo leaves them alone when nothing changed
   fi
 fi
 [ -x "$BIN" ] || die "$BIN is missing"
+[ -x "$PASSTHROUGH" ] || die "$PASSTHROUGH is missing"
 
 # --- processes, cleaned up on any exit -------------------------------------------------------
 WORK=$(mktemp -d /tmp/forecourt-compare.XXXXXX)
@@ -164,6 +166,7 @@ BACKEND_PORT=$((PORT_BASE + 1))
 declare -A PORT=(
   [direct]=$BACKEND_PORT
   [forecourt]=$((PORT_BASE + 10))
+  [pingora]=$((PORT_BASE + 40))
   [nginx]=$((PORT_BASE + 20))
   [haproxy]=$((PORT_BASE + 30))
 )
@@ -171,7 +174,7 @@ ADMIN_PORT=$((PORT_BASE + 11))
 declare -A PID=()
 
 for t in $TARGETS; do
-  [ -n "${PORT[$t]:-}" ] || die "unknown target $t (direct forecourt nginx haproxy)"
+  [ -n "${PORT[$t]:-}" ] || die "unknown target $t (direct forecourt pingora nginx haproxy)"
 done
 for c in $CASES; do
   case "$c" in small|1k|64k|close|fixed) ;; *) die "unknown case $c (small 1k 64k close fixed)" ;; esac
@@ -256,6 +259,10 @@ services:
 EOF
       taskset -c "$PROXY_CORE" "$BIN" run -c "$dir/policy.yaml" --threads 1 \
         >"$dir/forecourt.log" 2>&1 &
+      ;;
+    pingora)
+      taskset -c "$PROXY_CORE" "$PASSTHROUGH" "127.0.0.1:${PORT[pingora]}" \
+        "127.0.0.1:$BACKEND_PORT" 1 >"$dir/pingora.log" 2>&1 &
       ;;
     nginx)
       mkdir -p "$dir/logs" "$dir/tmp"

@@ -22,6 +22,7 @@ pub mod balance;
 pub mod control;
 pub mod demo;
 pub mod forecast_cli;
+pub mod keepalive;
 pub mod load;
 pub mod metadata;
 pub mod metrics;

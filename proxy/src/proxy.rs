@@ -18,6 +18,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use forecourt_orchestrator::Instance;
 use forecourt_predictor::ServiceId;
+use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -124,6 +125,28 @@ fn has_header_line(raw: &[u8], name: &[u8]) -> bool {
             && line[..name.len()].eq_ignore_ascii_case(name)
             && line[name.len()..].trim_ascii_start().starts_with(b":")
     })
+}
+
+/// The `X-Forwarded-For` value for a client at `ip`: appended to the value the client sent, if
+/// any. Formats the address on the stack; the header value is the only allocation.
+fn forwarded_for(prior: Option<&HeaderValue>, ip: std::net::IpAddr) -> Option<HeaderValue> {
+    use std::io::Write as _;
+    // The longest textual IPv6 address (with an embedded IPv4 one) is 45 bytes.
+    let mut text = [0u8; 48];
+    let mut rest = &mut text[..];
+    write!(rest, "{ip}").ok()?;
+    let len = 48 - rest.len();
+    let ip = &text[..len];
+    match prior {
+        None => HeaderValue::from_bytes(ip).ok(),
+        Some(prior) => {
+            let mut value = Vec::with_capacity(prior.len() + 2 + ip.len());
+            value.extend_from_slice(prior.as_bytes());
+            value.extend_from_slice(b", ");
+            value.extend_from_slice(ip);
+            HeaderValue::from_maybe_shared(Bytes::from(value)).ok()
+        }
+    }
 }
 
 /// The predictor's id of a service: snapshots build the predictor in service order.
@@ -325,15 +348,10 @@ impl ProxyHttp for Ingress {
         _ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
-            let ip = addr.ip();
-            let value = match upstream.headers.get("x-forwarded-for") {
-                Some(prior) => {
-                    let prior = String::from_utf8_lossy(prior.as_bytes());
-                    format!("{prior}, {ip}")
-                }
-                None => ip.to_string(),
-            };
-            upstream.insert_header("x-forwarded-for", value)?;
+            let prior = upstream.headers.get("x-forwarded-for");
+            if let Some(value) = forwarded_for(prior, addr.ip()) {
+                upstream.insert_header("x-forwarded-for", value)?;
+            }
         }
         upstream.insert_header("x-forwarded-proto", "http")?;
         if let Some(host) = session
@@ -459,6 +477,30 @@ mod tests {
             max_header_bytes: 1024,
             max_uri_bytes: 256,
         }
+    }
+
+    #[test]
+    fn forwarded_for_appends_the_client_address() {
+        let v4: std::net::IpAddr = "10.1.2.3".parse().unwrap();
+        assert_eq!(forwarded_for(None, v4).unwrap(), "10.1.2.3");
+        let prior = HeaderValue::from_static("192.0.2.7");
+        assert_eq!(
+            forwarded_for(Some(&prior), v4).unwrap(),
+            "192.0.2.7, 10.1.2.3"
+        );
+        let v6: std::net::IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            forwarded_for(None, v6).unwrap(),
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
+        );
+        // Bytes a client may send that are not UTF-8 are kept as they are.
+        let odd = HeaderValue::from_bytes(b"caf\xe9").unwrap();
+        assert_eq!(
+            forwarded_for(Some(&odd), v4).unwrap().as_bytes(),
+            b"caf\xe9, 10.1.2.3"
+        );
     }
 
     #[test]

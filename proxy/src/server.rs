@@ -6,10 +6,15 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use forecourt_config::HealthCheck;
 use forecourt_orchestrator::ServiceInstances;
+use pingora::apps::HttpServerApp;
+use pingora::listeners::ListenerConfig;
+use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::listening::Service;
 
+use crate::keepalive::KeepAliveApp;
 use crate::state::FrontDoor;
 
 /// How to run the proxy process.
@@ -86,6 +91,44 @@ impl BackgroundService for AdminApi {
     }
 }
 
+/// Bytes of a downstream connection's L4 write buffer: one segment, so a response header and a
+/// small body leave in one `send`.
+const DOWNSTREAM_WRITE_BUFFER: usize = 1460;
+
+/// The proxy listener at `addr`, with no L4 read buffer on its connections.
+///
+/// Pingora's default puts a 64 KiB read buffer (zeroed at accept) in front of every downstream
+/// connection. The HTTP/1 layer reads the request header into its own 4 KiB buffer and bodies
+/// into their own, so that buffer only adds a copy and holds 64 KiB per idle keep-alive
+/// connection. Measured in `benches/compare`: see its README.
+pub fn proxy_listener(addr: &str) -> ListenerConfig {
+    ListenerConfig::tcp(addr).l4_buffer(L4BufferSettings::new(0, DOWNSTREAM_WRITE_BUFFER))
+}
+
+/// A listening service that serves `app` (a Pingora proxy) on `addr`, holding only the socket
+/// while a keep-alive connection waits (see [`KeepAliveApp`]).
+pub fn proxy_service<A>(name: &str, app: A, addr: &str) -> Service<KeepAliveApp<A>>
+where
+    A: HttpServerApp + Send + Sync + 'static,
+{
+    let mut service = Service::new(name.to_string(), KeepAliveApp(Arc::new(app)));
+    service.add_listener(proxy_listener(addr));
+    service
+}
+
+/// Pingora's server settings for `threads` workers: no work stealing, a large upstream pool.
+pub fn server_conf(threads: usize) -> ServerConf {
+    ServerConf {
+        threads: threads.max(1),
+        // Measured faster off on two cores: each worker keeps its own connections.
+        work_stealing: false,
+        upstream_keepalive_pool_size: 1024,
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(10),
+        ..ServerConf::default()
+    }
+}
+
 /// Builds the Pingora server for `front_door`; the caller runs it.
 pub fn build(front_door: Arc<FrontDoor>, options: &ServerOptions) -> anyhow::Result<Server> {
     let snapshot = front_door.snapshot();
@@ -102,15 +145,7 @@ pub fn build(front_door: Arc<FrontDoor>, options: &ServerOptions) -> anyhow::Res
         );
     }
 
-    let conf = ServerConf {
-        threads: options.threads.max(1),
-        // Measured faster off on two cores: each worker keeps its own connections.
-        work_stealing: false,
-        upstream_keepalive_pool_size: 1024,
-        grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(10),
-        ..ServerConf::default()
-    };
+    let conf = server_conf(options.threads);
     let opt = Opt {
         upgrade: options.upgrade,
         ..Opt::default()
@@ -118,13 +153,15 @@ pub fn build(front_door: Arc<FrontDoor>, options: &ServerOptions) -> anyhow::Res
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+    let proxy = pingora::proxy::http_proxy(
         &server.configuration,
         crate::proxy::Ingress(front_door.clone()),
-        "forecourt proxy",
     );
-    proxy.add_tcp(&listeners.proxy.to_string());
-    server.add_service(proxy);
+    server.add_service(proxy_service(
+        "forecourt proxy",
+        proxy,
+        &listeners.proxy.to_string(),
+    ));
     server.add_service(background_service(
         "health checks",
         HealthChecks(front_door.clone()),
