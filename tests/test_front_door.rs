@@ -515,26 +515,7 @@ fn admin_readiness_json_and_metrics_text_parse() {
         assert!(value.parse::<f64>().is_ok(), "bad sample line {line:?}");
     }
     // And a real Prometheus parser accepts it (promtool is installed by .ci/run).
-    let path = scratch_dir("metrics").join("metrics.prom");
-    std::fs::write(&path, &text).unwrap();
-    match std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::fs::File::open(&path).unwrap())
-        .output()
-    {
-        Ok(out) => {
-            let report = String::from_utf8_lossy(&out.stderr);
-            assert!(
-                out.status.success(),
-                "promtool rejected the metrics: {report}"
-            );
-        }
-        Err(e) if std::env::var_os("CI").is_some() => panic!("promtool is required in CI: {e}"),
-        Err(e) => eprintln!("promtool not installed ({e}); checked the line format only"),
-    }
-    if let Some(dir) = path.parent() {
-        let _ = std::fs::remove_dir_all(dir);
-    }
+    check_with_promtool(&text);
 }
 
 /// A keep-alive connection between requests holds only its socket in Forecourt (the

@@ -12,6 +12,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cache;
 pub mod forecast;
 pub mod launch;
 mod policy;
@@ -19,6 +20,7 @@ pub mod scaling;
 pub mod schema;
 pub mod source_map;
 
+pub use cache::{CacheConfig, WarmConfig};
 pub use forecast::{EventChange, EventConfig, ForecastConfig};
 pub use launch::{Hold, LaunchConfig};
 pub use policy::{

@@ -103,6 +103,10 @@ pub struct ServiceConfig {
     pub hold: crate::launch::Hold,
     /// How an instance is chosen among the ready ones.
     pub balance: crate::schema::Balance,
+    /// The response cache, when the service has `cache:`.
+    pub cache: Option<crate::cache::CacheConfig>,
+    /// Warming of new instances and of the cache, when the service has `warm:`.
+    pub warm: Option<crate::cache::WarmConfig>,
 }
 
 /// A route: every criterion given must match. Host is lowercase without port.
@@ -508,6 +512,8 @@ impl Checker<'_> {
         );
         let launch = spec.launch.as_ref().map(|l| self.launch(at, l));
         let hold = self.hold(at, spec.hold.as_ref(), defaults.hold.as_ref());
+        let cache = spec.cache.as_ref().map(|c| self.cache(at, c));
+        let warm = spec.warm.as_ref().map(|w| self.warm(at, w));
         let scaling = match (&launch, scaling) {
             (Some(_), None) => {
                 self.problem(
@@ -538,6 +544,8 @@ impl Checker<'_> {
             launch,
             hold,
             balance: spec.balance.or(defaults.balance).unwrap_or_default(),
+            cache,
+            warm,
         }
     }
 

@@ -190,6 +190,10 @@ pub struct ServiceSpec {
     pub hold: Option<crate::launch::HoldSpec>,
     /// Overrides `defaults.balance`.
     pub balance: Option<Balance>,
+    /// Cache this service's cacheable responses in the proxy.
+    pub cache: Option<crate::cache::CacheSpec>,
+    /// Warm new instances (and the cache) before load reaches them.
+    pub warm: Option<crate::cache::WarmSpec>,
 }
 
 /// One route: every criterion given must match.

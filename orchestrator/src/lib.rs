@@ -32,10 +32,10 @@ pub use control::{
     EventBook, EventBookError, EventEntry, EventSource, ForecastBoard, ForecastLoop,
     MAX_POSTED_EVENTS,
 };
-pub use health::{check_service, probe, HealthState};
+pub use health::{check_service, probe, HealthState, WarmInstance};
 pub use kpa::{Kpa, KpaConfig, KpaConfigError, KpaDecision, KpaObserved, KpaWindows};
 pub use local::{LocalOrchestrator, LocalService};
-pub use ready::{Fleet, Instance, InstanceId, ReadySet, ServiceInstances, EJECT_AFTER_5XX};
+pub use ready::{Fleet, Instance, InstanceId, ReadySet, ServiceInstances, WarmUp, EJECT_AFTER_5XX};
 pub use scaling::{
     decide, dependency_demand, Decision, ForecastAtHorizon, Reason, ScalingInputs, ScalingState,
     ServiceLoad, TimeToReady,

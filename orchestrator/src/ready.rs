@@ -49,6 +49,19 @@ pub struct Instance {
     time_to_ready: std::sync::OnceLock<Duration>,
     /// Health detail; touched only by the health checker and the admin API.
     health: Mutex<HealthState>,
+    /// Where its warm-up stands (see [`WarmUp`]); it is confirmed ready only once warmed.
+    warm_up: std::sync::atomic::AtomicU8,
+}
+
+/// Where an instance's warm-up (requests sent before it is confirmed ready) stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WarmUp {
+    /// Not started: it starts when the instance first passes enough health checks.
+    Pending,
+    /// Running: the instance stays out of the ready set meanwhile.
+    Running,
+    /// Done (or not configured): readiness follows the health checks alone.
+    Done,
 }
 
 /// Weight of the newest sample in the latency EWMA.
@@ -73,7 +86,60 @@ impl Instance {
             added: tokio::time::Instant::now(),
             time_to_ready: std::sync::OnceLock::new(),
             health: Mutex::new(HealthState::default()),
+            warm_up: std::sync::atomic::AtomicU8::new(WarmUp::Done as u8),
         }
+    }
+
+    /// Where the instance's warm-up stands.
+    pub fn warm_up(&self) -> WarmUp {
+        match self.warm_up.load(Ordering::Acquire) {
+            0 => WarmUp::Pending,
+            1 => WarmUp::Running,
+            _ => WarmUp::Done,
+        }
+    }
+
+    /// Sets where the instance's warm-up stands.
+    pub(crate) fn set_warm_up(&self, state: WarmUp) {
+        self.warm_up.store(state as u8, Ordering::Release);
+    }
+
+    /// Arms the warm-up of an instance not probed yet, so it is warmed before it is ready.
+    pub(crate) fn arm_warm_up(&self) {
+        let probed = self
+            .health
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .probes
+            > 0;
+        if !probed && !self.is_ready() {
+            let _ = self.warm_up.compare_exchange(
+                WarmUp::Done as u8,
+                WarmUp::Pending as u8,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        }
+    }
+
+    /// Claims the warm-up when a passing probe would confirm this instance ready for the first
+    /// time: true once, for the caller that must now run it.
+    pub(crate) fn claim_warm_up(&self, check: &HealthCheck) -> bool {
+        let streak = self
+            .health
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .consecutive_ok;
+        streak.saturating_add(1) >= check.healthy_threshold
+            && self
+                .warm_up
+                .compare_exchange(
+                    WarmUp::Pending as u8,
+                    WarmUp::Running as u8,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
     }
 
     /// True once the instance has left its service and only finishes what it has.
@@ -189,8 +255,9 @@ impl Instance {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let was = self.ready.load(Ordering::Acquire);
         health.observe(result, check.healthy_threshold, check.unhealthy_threshold);
-        // A draining instance stays out of the ready set whatever its probes say.
-        let ready = health.ready && !self.is_draining();
+        // A draining instance stays out of the ready set whatever its probes say, and so does
+        // one still warming up.
+        let ready = health.ready && !self.is_draining() && self.warm_up() == WarmUp::Done;
         if ready {
             let _ = self.time_to_ready.set(self.added.elapsed());
         }

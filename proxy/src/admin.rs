@@ -144,7 +144,12 @@ pub fn readiness(
         let address = instance.address.to_string();
         let version = instance.version.to_string();
         if !instance.is_ready() {
-            let reason = instance.health().reason(threshold);
+            let reason = match instance.warm_up() {
+                forecourt_orchestrator::WarmUp::Running => {
+                    "warming up (health checks passed)".to_owned()
+                }
+                _ => instance.health().reason(threshold),
+            };
             not_ready.push(NotReadyInstance {
                 address,
                 version,
@@ -281,7 +286,137 @@ pub fn render_metrics(front_door: &FrontDoor) -> String {
     );
     render_forecast_metrics(&mut out, &front_door.forecasts.load());
     render_scaling_metrics(&mut out, front_door);
+    render_cache_metrics(&mut out, &snapshot);
     out
+}
+
+/// Writes the response caches' and the warmers' counters.
+fn render_cache_metrics(out: &mut String, snapshot: &crate::state::Snapshot) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let cached: Vec<(&str, &crate::caching::ServiceCache)> = snapshot
+        .services
+        .iter()
+        .filter_map(|s| Some((s.config.name.as_str(), s.cache.as_deref()?)))
+        .collect();
+    out.push_str("# HELP forecourt_cache_requests_total GET and HEAD requests of cached services by how the cache answered.
+# TYPE forecourt_cache_requests_total counter
+");
+    for (name, cache) in &cached {
+        let stats = cache.store.stats();
+        let coalesced = cache.coalesced.load(Relaxed);
+        let hits = stats.hits.load(Relaxed);
+        for (result, n) in [
+            // Coalesced requests are answered from the cache too, after waiting for a fill.
+            ("hit", hits.saturating_sub(coalesced)),
+            ("coalesced", coalesced),
+            ("revalidated", cache.revalidated.load(Relaxed)),
+            ("stale", stats.stale.load(Relaxed)),
+            // A coalesced request looked up twice: a miss, then a hit after the fill.
+            ("miss", stats.misses.load(Relaxed).saturating_sub(coalesced)),
+        ] {
+            let _ = writeln!(
+                out,
+                "forecourt_cache_requests_total{{service=\"{}\",result=\"{result}\"}} {n}",
+                label(name)
+            );
+        }
+    }
+    write_per_service(
+        out,
+        "forecourt_cache_hit_ratio",
+        "gauge",
+        "Share of cache lookups answered from the cache (hits, coalesced, revalidated).",
+        cached.iter().map(|(name, cache)| {
+            let stats = cache.store.stats();
+            let hits = stats.hits.load(Relaxed) + cache.revalidated.load(Relaxed);
+            // Every lookup is a hit, a miss or stale; revalidated ones are stale ones answered.
+            let all =
+                (stats.hits.load(Relaxed) + stats.misses.load(Relaxed) + stats.stale.load(Relaxed))
+                    .saturating_sub(cache.coalesced.load(Relaxed));
+            (
+                *name,
+                if all == 0 {
+                    0.0
+                } else {
+                    hits as f64 / all as f64
+                },
+            )
+        }),
+    );
+    for (metric, kind, help, get) in [
+        (
+            "forecourt_cache_bytes",
+            "gauge",
+            "Bytes held by a service's response cache (bodies, headers and overhead).",
+            (|c: &crate::caching::ServiceCache| c.store.bytes())
+                as fn(&crate::caching::ServiceCache) -> u64,
+        ),
+        (
+            "forecourt_cache_entries",
+            "gauge",
+            "Responses held by a service's cache.",
+            |c| c.store.entries(),
+        ),
+        (
+            "forecourt_cache_stores_total",
+            "counter",
+            "Responses stored in the cache.",
+            |c| c.store.stats().stores.load(Relaxed),
+        ),
+        (
+            "forecourt_cache_refreshes_total",
+            "counter",
+            "Hot entries re-fetched before they expired (refresh-ahead).",
+            |c| c.refreshed.load(Relaxed),
+        ),
+        (
+            "forecourt_cache_too_large_total",
+            "counter",
+            "Responses over max_object_bytes passed through uncached.",
+            |c| c.too_large.load(Relaxed),
+        ),
+    ] {
+        write_per_service(
+            out,
+            metric,
+            kind,
+            help,
+            cached.iter().map(|(n, c)| (*n, get(c))),
+        );
+    }
+    let warmed: Vec<(&str, &crate::warm::WarmMetrics)> = snapshot
+        .services
+        .iter()
+        .filter(|s| s.config.warm.is_some())
+        .map(|s| (s.config.name.as_str(), s.warm_metrics.as_ref()))
+        .collect();
+    write_per_service(
+        out,
+        "forecourt_warm_ups_total",
+        "counter",
+        "New instances warmed before they were confirmed ready.",
+        warmed.iter().map(|(n, m)| (*n, m.warm_ups.load(Relaxed))),
+    );
+    out.push_str("# HELP forecourt_warm_requests_total Warm-up requests sent to new instances, by result.\n# TYPE forecourt_warm_requests_total counter\n");
+    for (name, m) in &warmed {
+        for (result, n) in [
+            ("ok", m.requests_ok.load(Relaxed)),
+            ("failed", m.requests_failed.load(Relaxed)),
+        ] {
+            let _ = writeln!(
+                out,
+                "forecourt_warm_requests_total{{service=\"{}\",result=\"{result}\"}} {n}",
+                label(name)
+            );
+        }
+    }
+    write_per_service(
+        out,
+        "forecourt_warm_timeouts_total",
+        "counter",
+        "Warm-ups cut short by warm.timeout.",
+        warmed.iter().map(|(n, m)| (*n, m.timed_out.load(Relaxed))),
+    );
 }
 
 /// Writes replicas, scaling decisions and reload outcomes.

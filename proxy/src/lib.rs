@@ -19,9 +19,13 @@
 pub mod admin;
 pub mod backend;
 pub mod balance;
+pub mod cache;
+pub mod cache_replay;
+pub mod caching;
 pub mod control;
 pub mod demo;
 pub mod forecast_cli;
+pub mod instance_client;
 pub mod keepalive;
 pub mod load;
 pub mod metadata;
@@ -33,3 +37,4 @@ pub mod replay_plot;
 pub mod routes;
 pub mod server;
 pub mod state;
+pub mod warm;

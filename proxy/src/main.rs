@@ -69,6 +69,17 @@ enum Command {
         /// Add this much latency to every answer but /healthz, e.g. "20ms" (a slow instance).
         #[arg(long, value_parser = humantime_duration, default_value = "0s")]
         latency: Duration,
+        /// Add this much to the first request for each path (with query), e.g. "100ms" (a cold
+        /// per-key cache).
+        #[arg(long, value_parser = humantime_duration, default_value = "0s")]
+        cold_key_cost: Duration,
+        /// Add this much to each of the first --boot-requests requests, e.g. "200ms" (cold JIT,
+        /// connection pools).
+        #[arg(long, value_parser = humantime_duration, default_value = "0s")]
+        boot_cost: Duration,
+        /// How many requests after boot pay --boot-cost (/healthz does not count).
+        #[arg(long, default_value_t = 0)]
+        boot_requests: u64,
     },
     /// Replay a trace through the predictor and print each model's forecast errors per horizon.
     Forecast {
@@ -184,6 +195,9 @@ fn main() -> ExitCode {
             host,
             boot_delay,
             latency,
+            cold_key_cost,
+            boot_cost,
+            boot_requests,
         } => {
             init_logs(cli.log_format, "warn");
             let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -201,6 +215,9 @@ fn main() -> ExitCode {
                 listen: (host, port).into(),
                 boot_delay,
                 latency,
+                cold_key_cost,
+                boot_cost,
+                boot_requests,
             };
             match runtime.block_on(backend::run(options)) {
                 Ok(()) => ExitCode::SUCCESS,

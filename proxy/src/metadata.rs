@@ -58,6 +58,11 @@ impl MetadataRules {
         }
     }
 
+    /// The header that names a request's tenant.
+    pub fn tenant_header(&self) -> &http::HeaderName {
+        &self.tenant_header
+    }
+
     /// The tenant named by the request, if any (empty values count as none).
     pub fn tenant<'r>(&self, headers: &'r http::HeaderMap) -> Option<&'r str> {
         headers

@@ -25,6 +25,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::balance::{pick, Tried};
+use crate::caching::{self, CacheStep, Fill, Revalidation};
 use crate::metadata::TenantClass;
 use crate::routes::ServiceIndex;
 use crate::state::{FrontDoor, ServiceRuntime, Snapshot};
@@ -40,6 +41,8 @@ pub struct RequestCtx {
     started: Option<Instant>,
     /// Predictor clock when the request was recorded as an arrival of its service.
     arrived_ms: Option<u64>,
+    /// The response being recorded for the service's cache, on a cache miss.
+    fill: Option<Fill>,
 }
 
 // === impl RequestCtx ===
@@ -149,6 +152,36 @@ fn forwarded_for(prior: Option<&HeaderValue>, ip: std::net::IpAddr) -> Option<He
     }
 }
 
+/// The path and query of a request.
+fn path_of(req: &RequestHeader) -> &str {
+    req.uri.path_and_query().map_or("/", |p| p.as_str())
+}
+
+/// Records a GET's hot key without allocating: its path, plus `\n` and the tenant when the cache
+/// keeps tenants apart (a path holds no newline; see [`crate::warm::hot_key_path`]). The tenant
+/// form is built on the stack; keys too long for it are recorded by path alone.
+fn record_hot_key(
+    hot: &forecourt_predictor::HotKeys,
+    path: &str,
+    tenant: Option<&str>,
+    shared: bool,
+) {
+    let Some(tenant) = tenant.filter(|_| !shared) else {
+        return hot.record(path);
+    };
+    let mut text = [0u8; 512];
+    let len = path.len() + 1 + tenant.len();
+    if len > text.len() {
+        return hot.record(path);
+    }
+    text[..path.len()].copy_from_slice(path.as_bytes());
+    text[path.len()] = b'\n';
+    text[path.len() + 1..len].copy_from_slice(tenant.as_bytes());
+    if let Ok(key) = std::str::from_utf8(&text[..len]) {
+        hot.record(key);
+    }
+}
+
 /// The predictor's id of a service: snapshots build the predictor in service order.
 fn service_id(index: ServiceIndex) -> ServiceId {
     ServiceId(u32::try_from(index).unwrap_or(u32::MAX))
@@ -197,6 +230,69 @@ impl Drop for Held<'_> {
 // === impl Ingress ===
 
 impl Ingress {
+    /// The cache's part of `request_filter` for a routed request: records its hot key, answers
+    /// it from the cache when it can (true), or prepares the fill of a miss in `ctx`.
+    async fn serve_from_cache(
+        &self,
+        session: &mut Session,
+        snapshot: &Snapshot,
+        service: ServiceIndex,
+        ctx: &mut RequestCtx,
+    ) -> Result<bool> {
+        let runtime = &snapshot.services[service];
+        let req = session.req_header();
+        let tenant = snapshot.metadata.tenant(&req.headers);
+        let path = path_of(req);
+        let shared = runtime.cache.as_ref().is_none_or(|c| c.config.shared);
+        if req.method == http::Method::GET {
+            if let Some(hot) = &runtime.hot_keys {
+                record_hot_key(hot, path, tenant, shared);
+            }
+        }
+        let Some(cache) = &runtime.cache else {
+            return Ok(false);
+        };
+        let now = self.clock.now_ms();
+        let wait = runtime.config.timeouts.read;
+        let step =
+            caching::look_up(cache, &req.method, path, &req.headers, tenant, now, wait).await;
+        match step {
+            CacheStep::Answer(entry, label) => {
+                caching::answer(session, &entry, label, now).await?;
+                Ok(true)
+            }
+            CacheStep::Revalidate(key, entry) => {
+                let ready = runtime.instances.ready();
+                let picked = pick(&ready.instances, &ctx.tried, now, runtime.config.balance);
+                if let Some(instance) = picked {
+                    let req = session.req_header();
+                    let path = path_of(req).to_owned();
+                    let headers = req.headers.clone();
+                    let timeout = runtime.config.timeouts.read;
+                    let address = instance.address;
+                    let stale = caching::StaleRequest {
+                        key: &key,
+                        entry: &entry,
+                        path_and_query: &path,
+                        request: &headers,
+                    };
+                    let outcome = caching::revalidate(cache, address, stale, now, timeout).await;
+                    if let Revalidation::Answer(entry, label) = outcome {
+                        caching::answer(session, &entry, label, self.clock.now_ms()).await?;
+                        return Ok(true);
+                    }
+                }
+                ctx.fill = Some(Fill::unled(key));
+                Ok(false)
+            }
+            CacheStep::Fetch(fill) => {
+                ctx.fill = Some(fill);
+                Ok(false)
+            }
+            CacheStep::Pass => Ok(false),
+        }
+    }
+
     /// Holds a request of a service with no ready instance until one is confirmed ready (true)
     /// or the queue is full or the deadline passes (false). The body is not read meanwhile.
     async fn hold(&self, service: &ServiceRuntime) -> bool {
@@ -287,9 +383,18 @@ impl ProxyHttp for Ingress {
             return Ok(true);
         };
         ctx.service = Some(service);
-        let tenant = snapshot.metadata.tenant(&req.headers);
-        ctx.class = snapshot.metadata.class_of(tenant);
-        // Every routed request is demand, whether or not an instance is ready for it.
+        ctx.class = snapshot
+            .metadata
+            .class_of(snapshot.metadata.tenant(&req.headers));
+        if self
+            .serve_from_cache(session, &snapshot, service, ctx)
+            .await?
+        {
+            return Ok(true);
+        }
+        // Every request that needs an instance is demand, whether or not one is ready for it.
+        // (Answers from the cache are not: they cost the service nothing.)
+        let tenant = snapshot.metadata.tenant(&session.req_header().headers);
         let now = self.clock.now_ms();
         let id = service_id(service);
         snapshot.predictor.record_arrival(id, tenant, now);
@@ -448,6 +553,46 @@ impl ProxyHttp for Ingress {
         }
     }
 
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(mut fill) = ctx.fill.take() else {
+            return Ok(());
+        };
+        if let Some(cache) = ctx.service().and_then(|s| s.cache.as_ref()) {
+            let req = session.req_header();
+            let now = self.clock.now_ms();
+            fill.on_header(cache, &req.method, &req.headers, upstream_response, now);
+            upstream_response.insert_header(caching::X_CACHE, "MISS")?;
+        }
+        ctx.fill = Some(fill);
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        let Some(mut fill) = ctx.fill.take() else {
+            return Ok(None);
+        };
+        if let Some(cache) = ctx.service().and_then(|s| s.cache.as_ref()) {
+            let now = self.clock.now_ms();
+            let request = &session.req_header().headers;
+            fill.on_body(cache, request, body.as_ref(), end_of_stream, now);
+        }
+        if !end_of_stream {
+            ctx.fill = Some(fill);
+        }
+        Ok(None)
+    }
+
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let now = self.clock.now_ms();
@@ -469,6 +614,7 @@ impl ProxyHttp for Ingress {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -4,8 +4,8 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 use async_trait::async_trait;
-use forecourt_config::HealthCheck;
-use forecourt_orchestrator::ServiceInstances;
+use forecourt_config::{HealthCheck, WarmConfig};
+use forecourt_orchestrator::{ServiceInstances, WarmInstance};
 use pingora::apps::HttpServerApp;
 use pingora::listeners::ListenerConfig;
 use pingora::protocols::l4::stream::L4BufferSettings;
@@ -16,6 +16,7 @@ use pingora::services::listening::Service;
 
 use crate::keepalive::KeepAliveApp;
 use crate::state::FrontDoor;
+use crate::warm::ServiceWarmer;
 
 /// How to run the proxy process.
 #[derive(Debug, Clone)]
@@ -33,36 +34,55 @@ struct HealthChecks(Arc<FrontDoor>);
 #[async_trait]
 impl BackgroundService for HealthChecks {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        type Checker = (Arc<ServiceInstances>, HealthCheck, tokio::task::AbortHandle);
+        /// A running checker: whom it checks, with which settings, and how to stop it.
+        struct Checker {
+            instances: Arc<ServiceInstances>,
+            check: HealthCheck,
+            warm: Option<WarmConfig>,
+            handle: tokio::task::AbortHandle,
+        }
         let mut generations = self.0.config.subscribe();
         let mut tasks = tokio::task::JoinSet::new();
         let mut running: Vec<Checker> = Vec::new();
         loop {
             let snapshot = self.0.snapshot();
-            let wanted: Vec<(Arc<ServiceInstances>, HealthCheck)> = snapshot
-                .services
-                .iter()
-                .map(|s| (s.instances.clone(), s.config.health_check.clone()))
-                .collect();
-            running.retain(|(instances, check, handle)| {
-                let keep = wanted
-                    .iter()
-                    .any(|(i, c)| Arc::ptr_eq(i, instances) && c == check);
+            running.retain(|c| {
+                let keep = snapshot.services.iter().any(|s| {
+                    Arc::ptr_eq(&s.instances, &c.instances)
+                        && s.config.health_check == c.check
+                        && s.config.warm == c.warm
+                });
                 if !keep {
-                    handle.abort();
+                    c.handle.abort();
                 }
                 keep
             });
-            for (instances, check) in wanted {
-                if running.iter().any(|(i, _, _)| Arc::ptr_eq(i, &instances)) {
+            for service in &snapshot.services {
+                if running
+                    .iter()
+                    .any(|c| Arc::ptr_eq(&c.instances, &service.instances))
+                {
                     continue;
                 }
+                let warm = service.config.warm.clone().map(|config| {
+                    Arc::new(ServiceWarmer {
+                        config,
+                        hot_keys: service.hot_keys.clone(),
+                        metrics: Arc::clone(&service.warm_metrics),
+                    }) as Arc<dyn WarmInstance>
+                });
                 let handle = tasks.spawn(forecourt_orchestrator::check_service(
-                    instances.clone(),
-                    check.clone(),
+                    service.instances.clone(),
+                    service.config.health_check.clone(),
                     shutdown.clone(),
+                    warm,
                 ));
-                running.push((instances, check, handle));
+                running.push(Checker {
+                    instances: service.instances.clone(),
+                    check: service.config.health_check.clone(),
+                    warm: service.config.warm.clone(),
+                    handle,
+                });
             }
             drop(snapshot);
             tokio::select! {
@@ -72,6 +92,34 @@ impl BackgroundService for HealthChecks {
             }
         }
         tasks.shutdown().await;
+    }
+}
+
+/// Refreshes hot cached entries before they expire, once a second, and ages the hot-key counts
+/// once a minute so the ranking follows the workload.
+struct CacheRefresher(Arc<FrontDoor>);
+
+#[async_trait]
+impl BackgroundService for CacheRefresher {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut ticker = tokio::time::interval(std::time::Duration::from_secs(1));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks: u64 = 0;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = shutdown.changed() => break,
+            }
+            crate::caching::refresh_tick(&self.0).await;
+            ticks += 1;
+            if ticks.is_multiple_of(60) {
+                for service in &self.0.snapshot().services {
+                    if let Some(hot) = &service.hot_keys {
+                        hot.decay();
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -169,6 +217,10 @@ pub fn build(front_door: Arc<FrontDoor>, options: &ServerOptions) -> anyhow::Res
     server.add_service(background_service(
         "control loop",
         crate::control::ControlLoop(front_door.clone()),
+    ));
+    server.add_service(background_service(
+        "cache refresher",
+        CacheRefresher(front_door.clone()),
     ));
     server.add_service(background_service(
         "policy watcher",

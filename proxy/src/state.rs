@@ -9,11 +9,13 @@ use forecourt_orchestrator::{
     DecisionCounters, EventBook, Fleet, ForecastBoard, LocalOrchestrator, ScalingBoard,
     ServiceInstances,
 };
-use forecourt_predictor::{Clock, Predictor, PredictorConfig, WindowConfig};
+use forecourt_predictor::{Clock, HotKeys, Predictor, PredictorConfig, WindowConfig};
 
+use crate::caching::ServiceCache;
 use crate::metadata::MetadataRules;
 use crate::metrics::{ProxyMetrics, ServiceMetrics};
 use crate::routes::RouteTable;
+use crate::warm::WarmMetrics;
 
 /// One service as the request path sees it.
 #[derive(Debug)]
@@ -24,7 +26,16 @@ pub struct ServiceRuntime {
     pub instances: Arc<ServiceInstances>,
     /// Its counters (kept across reloads).
     pub metrics: Arc<ServiceMetrics>,
+    /// Its hottest cacheable paths, tracked when it has `cache:` or `warm:` (kept across reloads).
+    pub hot_keys: Option<Arc<HotKeys>>,
+    /// Its warming counters (kept across reloads).
+    pub warm_metrics: Arc<WarmMetrics>,
+    /// Its response cache, when it has `cache:` (kept across reloads while `cache:` is unchanged).
+    pub cache: Option<Arc<ServiceCache>>,
 }
+
+/// Shape of a service's hot-key tracker: sketch depth and width, and how many keys it ranks.
+const HOT_KEYS_SHAPE: (usize, usize, usize) = (4, 4096, 64);
 
 /// Everything compiled from one policy. In-flight requests keep the snapshot they started on.
 #[derive(Debug)]
@@ -53,11 +64,11 @@ impl Snapshot {
             previous.map(|p| p.fleet.as_ref()),
         ));
         let metadata = MetadataRules::new(&policy.metadata);
-        let old_metrics: AHashMap<&str, &Arc<ServiceMetrics>> = previous
+        let old: AHashMap<&str, &ServiceRuntime> = previous
             .map(|p| {
                 p.services
                     .iter()
-                    .map(|s| (s.config.name.as_str(), &s.metrics))
+                    .map(|s| (s.config.name.as_str(), s))
                     .collect()
             })
             .unwrap_or_default();
@@ -65,17 +76,36 @@ impl Snapshot {
         let services = policy
             .services
             .iter()
-            .map(|config| ServiceRuntime {
-                config: config.clone(),
-                instances: fleet
-                    .service(&config.name)
-                    .cloned()
-                    .unwrap_or_else(|| Arc::new(ServiceInstances::new(&config.name, Vec::new()))),
-                metrics: old_metrics
-                    .get(config.name.as_str())
-                    .filter(|m| m.classes() == classes)
-                    .map(|m| Arc::clone(m))
-                    .unwrap_or_else(|| Arc::new(ServiceMetrics::new(classes))),
+            .map(|config| {
+                let before = old.get(config.name.as_str());
+                let tracks_keys = config.cache.is_some() || config.warm.is_some();
+                ServiceRuntime {
+                    config: config.clone(),
+                    instances: fleet.service(&config.name).cloned().unwrap_or_else(|| {
+                        Arc::new(ServiceInstances::new(&config.name, Vec::new()))
+                    }),
+                    metrics: before
+                        .map(|s| &s.metrics)
+                        .filter(|m| m.classes() == classes)
+                        .map(Arc::clone)
+                        .unwrap_or_else(|| Arc::new(ServiceMetrics::new(classes))),
+                    hot_keys: tracks_keys.then(|| {
+                        before.and_then(|s| s.hot_keys.clone()).unwrap_or_else(|| {
+                            let (depth, width, top) = HOT_KEYS_SHAPE;
+                            Arc::new(HotKeys::new(depth, width, top))
+                        })
+                    }),
+                    warm_metrics: before
+                        .map(|s| Arc::clone(&s.warm_metrics))
+                        .unwrap_or_default(),
+                    cache: config.cache.as_ref().map(|wanted| {
+                        before
+                            .and_then(|s| s.cache.as_ref())
+                            .filter(|c| c.config == *wanted)
+                            .map(Arc::clone)
+                            .unwrap_or_else(|| Arc::new(ServiceCache::new(wanted)))
+                    }),
+                }
             })
             .collect();
         Self {

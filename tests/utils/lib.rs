@@ -399,3 +399,28 @@ pub fn read_response<R: BufRead>(reader: &mut R) -> std::io::Result<Response> {
         body,
     })
 }
+
+/// Checks a `/metrics` text with Prometheus's own parser (`promtool check metrics`, installed by
+/// `.ci/run`); without promtool outside CI, says so and checks nothing.
+pub fn check_with_promtool(text: &str) {
+    let path = scratch_dir("metrics").join("metrics.prom");
+    std::fs::write(&path, text).unwrap();
+    match Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&path).unwrap())
+        .output()
+    {
+        Ok(out) => {
+            let report = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.success(),
+                "promtool rejected the metrics: {report}"
+            );
+        }
+        Err(e) if std::env::var_os("CI").is_some() => panic!("promtool is required in CI: {e}"),
+        Err(e) => eprintln!("promtool not installed ({e}); checked the line format only"),
+    }
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

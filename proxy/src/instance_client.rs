@@ -1,0 +1,95 @@
+//! Requests Forecourt itself sends to an instance, outside the proxied traffic: warm-up requests,
+//! cache revalidation and refresh-ahead. One HTTP/1 connection per [`InstanceClient`], kept alive.
+
+use std::net::SocketAddr;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// What an instance answered.
+#[derive(Debug)]
+pub struct InstanceResponse {
+    /// Status code.
+    pub status: u16,
+    /// Response headers.
+    pub headers: HeaderMap,
+    /// The body, when it was kept (see [`InstanceClient::send`]).
+    pub body: Option<Bytes>,
+}
+
+/// An HTTP/1 connection to one instance.
+pub struct InstanceClient {
+    address: SocketAddr,
+    sender: hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+}
+
+// === impl InstanceClient ===
+
+impl InstanceClient {
+    /// Connects to the instance at `address`.
+    pub async fn connect(address: SocketAddr) -> Result<Self, String> {
+        let stream = TcpStream::connect(address)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(Self { address, sender })
+    }
+
+    /// Sends one request and reads the whole answer. The body is kept when `keep_body` is at
+    /// least its length, else read to its end and dropped (`body` is `None`).
+    pub async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(HeaderName, HeaderValue)],
+        keep_body: usize,
+    ) -> Result<InstanceResponse, String> {
+        self.sender
+            .ready()
+            .await
+            .map_err(|e| format!("connection: {e}"))?;
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::HOST, self.address.to_string())
+            .header(http::header::USER_AGENT, "forecourt");
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let request = request
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| format!("request: {e}"))?;
+        let response = self
+            .sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("request: {e}"))?;
+        let status = response.status().as_u16();
+        let (parts, mut body) = response.into_parts();
+        let mut kept = Some(BytesMut::new());
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| format!("body: {e}"))?;
+            if let (Some(data), Some(buf)) = (frame.data_ref(), kept.as_mut()) {
+                if buf.len() + data.len() > keep_body {
+                    kept = None;
+                } else {
+                    buf.extend_from_slice(data);
+                }
+            }
+        }
+        Ok(InstanceResponse {
+            status,
+            headers: parts.headers,
+            body: kept.map(BytesMut::freeze),
+        })
+    }
+}
