@@ -248,18 +248,31 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_new_instance_is_confirmed_ready_only_after_its_warm_up() {
-        let (address, server) = always_ok().await;
+    /// A service of one instance at `address`, and a fast health check with `threshold`.
+    fn one_instance(
+        address: SocketAddr,
+        threshold: u32,
+    ) -> (
+        Arc<crate::ready::Instance>,
+        Arc<ServiceInstances>,
+        HealthCheck,
+    ) {
         let instance = Arc::new(crate::ready::Instance::new(address, "v1"));
         let service = Arc::new(ServiceInstances::new("web", vec![instance.clone()]));
         let check = HealthCheck {
             path: "/healthz".into(),
             interval: std::time::Duration::from_millis(20),
             timeout: std::time::Duration::from_secs(1),
-            healthy_threshold: 2,
-            unhealthy_threshold: 2,
+            healthy_threshold: threshold,
+            unhealthy_threshold: threshold,
         };
+        (instance, service, check)
+    }
+
+    #[tokio::test]
+    async fn a_new_instance_is_confirmed_ready_only_after_its_warm_up() {
+        let (address, server) = always_ok().await;
+        let (instance, service, check) = one_instance(address, 2);
         let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
         let release = Arc::new(tokio::sync::Notify::new());
         let warm: Arc<dyn WarmInstance> = Arc::new(GatedWarmUp {
@@ -304,15 +317,7 @@ mod tests {
     #[tokio::test]
     async fn without_a_warm_up_readiness_follows_the_health_checks() {
         let (address, server) = always_ok().await;
-        let instance = Arc::new(crate::ready::Instance::new(address, "v1"));
-        let service = Arc::new(ServiceInstances::new("web", vec![instance.clone()]));
-        let check = HealthCheck {
-            path: "/healthz".into(),
-            interval: std::time::Duration::from_millis(20),
-            timeout: std::time::Duration::from_secs(1),
-            healthy_threshold: 1,
-            unhealthy_threshold: 1,
-        };
+        let (instance, service, check) = one_instance(address, 1);
         let (stop, shutdown) = watch::channel(false);
         let checker = tokio::spawn(check_service(service.clone(), check, shutdown, None));
         let ready = tokio::time::timeout(std::time::Duration::from_secs(5), async {

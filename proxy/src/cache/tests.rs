@@ -25,7 +25,8 @@ fn rules() -> CacheRules {
     }
 }
 
-fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+/// A header map from name and value pairs (test input, so unwrapping is fine).
+pub(super) fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
     let mut map = HeaderMap::new();
     for (name, value) in pairs {
         map.append(
