@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use forecourt_test_utils::*;
 
 const HEADER: &str = "listeners: { proxy: \"{proxy}\", admin: \"{admin}\" }
+admin: { public_reads: true }
 defaults:
   health_check: { interval: 100ms, timeout: 100ms, healthy_threshold: 1, unhealthy_threshold: 2 }
 services:

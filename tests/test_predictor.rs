@@ -120,7 +120,8 @@ fn every_request_is_recorded_and_forecasts_reach_the_admin_api() {
 #[test]
 fn scheduled_events_come_from_the_policy_and_from_token_holders() {
     let backend = Backend::start();
-    let events = "forecast:
+    let events = "admin: { public_reads: true }
+forecast:
   events:
     - name: launch
       service: shop

@@ -55,6 +55,8 @@ pub struct HoldSpec {
     /// Longest a request waits for a ready instance.
     #[serde(default, deserialize_with = "crate::schema::duration")]
     pub timeout: Option<Duration>,
+    /// Most requests of one tenant held at once (default a quarter of `max_requests`).
+    pub max_per_tenant: Option<u32>,
 }
 
 /// A resolved `launch:` section.
@@ -79,6 +81,8 @@ pub struct Hold {
     pub max_requests: u32,
     /// Longest wait before `503` with `Retry-After`.
     pub timeout: Duration,
+    /// Most requests of one tenant held at once, so one tenant's burst cannot fill the queue.
+    pub max_per_tenant: u32,
 }
 
 impl Default for Hold {
@@ -86,6 +90,7 @@ impl Default for Hold {
         Self {
             max_requests: 1_000,
             timeout: Duration::from_secs(10),
+            max_per_tenant: 250,
         }
     }
 }
@@ -173,9 +178,21 @@ impl Checker<'_> {
             let path = base(own.is_some_and(|h| h.timeout.is_some()));
             self.problem(&format!("{path}.hold.timeout"), "at most 5m");
         }
+        let max_per_tenant = own
+            .and_then(|h| h.max_per_tenant)
+            .or(inherited.and_then(|h| h.max_per_tenant))
+            .unwrap_or((max_requests / 4).max(1));
+        if max_per_tenant == 0 || max_per_tenant > max_requests.max(1) {
+            let path = base(own.is_some_and(|h| h.max_per_tenant.is_some()));
+            self.problem(
+                &format!("{path}.hold.max_per_tenant"),
+                "at least 1 and at most max_requests",
+            );
+        }
         Hold {
             max_requests,
             timeout,
+            max_per_tenant,
         }
     }
 }
@@ -230,7 +247,8 @@ mod tests {
             policy.services[0].hold,
             Hold {
                 max_requests: 5,
-                timeout: Duration::from_millis(500)
+                timeout: Duration::from_millis(500),
+                max_per_tenant: 1,
             }
         );
     }

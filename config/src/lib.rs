@@ -12,6 +12,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod cache;
 pub mod forecast;
 pub mod launch;
@@ -20,6 +21,7 @@ pub mod scaling;
 pub mod schema;
 pub mod source_map;
 
+pub use admission::{AdminAccess, RateLimit};
 pub use cache::{CacheConfig, WarmConfig};
 pub use forecast::{EventChange, EventConfig, ForecastConfig};
 pub use launch::{Hold, LaunchConfig};

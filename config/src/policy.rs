@@ -35,6 +35,8 @@ pub struct Policy {
     pub metadata: Metadata,
     /// Limits on what a client may send.
     pub limits: Limits,
+    /// Who may use the admin API.
+    pub admin: crate::admission::AdminAccess,
     /// The services, in file order.
     pub services: Vec<ServiceConfig>,
     /// Forecast horizons and scheduled events.
@@ -51,12 +53,22 @@ pub struct Listeners {
 }
 
 /// Limits on requests, checked before routing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     /// Largest request header block in bytes.
     pub max_header_bytes: usize,
     /// Longest request target in bytes.
     pub max_uri_bytes: usize,
+    /// Requests in flight in the whole proxy; beyond it a fast 503.
+    pub max_in_flight: u32,
+    /// A request header must arrive in full within this.
+    pub header_timeout: std::time::Duration,
+    /// Slowest average request body accepted after `header_timeout`, bytes per second (0: off).
+    pub min_body_rate: u64,
+    /// On SIGTERM, how long requests in flight may take to finish (read at start only).
+    pub drain_timeout: std::time::Duration,
+    /// Per-tenant limits by tenant class name (classes without limits are absent).
+    pub tenant_classes: Vec<(String, crate::admission::RateLimit)>,
 }
 
 /// Which headers carry request metadata (names are lowercase).
@@ -107,6 +119,8 @@ pub struct ServiceConfig {
     pub cache: Option<crate::cache::CacheConfig>,
     /// Warming of new instances and of the cache, when the service has `warm:`.
     pub warm: Option<crate::cache::WarmConfig>,
+    /// Rate and concurrency limits of the whole service, when it has `limits:`.
+    pub limits: Option<crate::admission::RateLimit>,
 }
 
 /// A route: every criterion given must match. Host is lowercase without port.
@@ -318,10 +332,36 @@ impl Checker<'_> {
             );
         }
         let metadata = self.metadata(raw.metadata);
+        let (max_in_flight, header_timeout) =
+            self.admission(raw.limits.max_in_flight, raw.limits.header_timeout);
+        let mut tenant_classes = Vec::new();
+        for (class, spec) in &raw.limits.tenant_classes {
+            let at = format!("limits.tenant_classes.{class}");
+            let known = metadata.default_tenant_class == *class
+                || metadata.tenant_classes.iter().any(|(c, _)| c == class);
+            if !known {
+                self.problem(
+                    &at,
+                    format!("no tenant class {class:?} (metadata.tenant_classes and default_tenant_class name them)"),
+                );
+            }
+            tenant_classes.push((class.clone(), self.rate_limit(&at, spec)));
+        }
         let limits = Limits {
             max_header_bytes: raw.limits.max_header_bytes.unwrap_or(32 * 1024),
             max_uri_bytes: raw.limits.max_uri_bytes.unwrap_or(8 * 1024),
+            max_in_flight,
+            header_timeout,
+            drain_timeout: raw
+                .limits
+                .drain_timeout
+                .unwrap_or(std::time::Duration::from_secs(10)),
+            min_body_rate: raw.limits.min_body_rate.unwrap_or(1024),
+            tenant_classes,
         };
+        if limits.drain_timeout > std::time::Duration::from_secs(600) {
+            self.problem("limits.drain_timeout", "at most 10m");
+        }
         // Pingora itself refuses header blocks above 1 MiB.
         if !(1024..=1024 * 1024).contains(&limits.max_header_bytes) {
             self.problem(
@@ -359,12 +399,16 @@ impl Checker<'_> {
         });
         crate::scaling::check_graph(&services, &mut |path, message| self.problem(path, message));
         let forecast = self.forecast(raw.forecast, &services);
+        let admin = crate::admission::AdminAccess {
+            public_reads: raw.admin.public_reads.unwrap_or(false),
+        };
         Policy {
             listeners,
             metadata,
             limits,
             services,
             forecast,
+            admin,
         }
     }
 
@@ -514,6 +558,10 @@ impl Checker<'_> {
         let hold = self.hold(at, spec.hold.as_ref(), defaults.hold.as_ref());
         let cache = spec.cache.as_ref().map(|c| self.cache(at, c));
         let warm = spec.warm.as_ref().map(|w| self.warm(at, w));
+        let limits = spec
+            .limits
+            .as_ref()
+            .map(|l| self.rate_limit(&format!("{at}.limits"), l));
         let scaling = match (&launch, scaling) {
             (Some(_), None) => {
                 self.problem(
@@ -546,6 +594,7 @@ impl Checker<'_> {
             balance: spec.balance.or(defaults.balance).unwrap_or_default(),
             cache,
             warm,
+            limits,
         }
     }
 

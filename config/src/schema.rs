@@ -29,6 +29,9 @@ pub struct PolicyFile {
     /// Forecast horizons and scheduled events.
     #[serde(default)]
     pub forecast: crate::forecast::ForecastSpec,
+    /// Who may use the admin API.
+    #[serde(default)]
+    pub admin: crate::admission::AdminSpec,
 }
 
 /// Listener addresses, as `ip:port` strings.
@@ -49,6 +52,20 @@ pub struct LimitsSpec {
     pub max_header_bytes: Option<usize>,
     /// Longest request target in bytes (default 8192); longer gets 414.
     pub max_uri_bytes: Option<usize>,
+    /// Requests in flight in the whole proxy (default 10000); beyond it a fast 503.
+    pub max_in_flight: Option<u32>,
+    /// A request header must arrive in full within this (default 10s).
+    #[serde(default, deserialize_with = "duration")]
+    pub header_timeout: Option<Duration>,
+    /// Slowest average request body accepted once it has taken longer than the header timeout,
+    /// in bytes per second (default 1024; 0 turns it off).
+    pub min_body_rate: Option<u64>,
+    /// On SIGTERM, how long requests in flight may take to finish (default 10s).
+    #[serde(default, deserialize_with = "duration")]
+    pub drain_timeout: Option<Duration>,
+    /// Per-tenant rate and concurrency limits by tenant class.
+    #[serde(default)]
+    pub tenant_classes: std::collections::BTreeMap<String, crate::admission::RateSpec>,
 }
 
 /// Request metadata extraction.
@@ -194,6 +211,8 @@ pub struct ServiceSpec {
     pub cache: Option<crate::cache::CacheSpec>,
     /// Warm new instances (and the cache) before load reaches them.
     pub warm: Option<crate::cache::WarmSpec>,
+    /// Rate and concurrency limits of the whole service.
+    pub limits: Option<crate::admission::RateSpec>,
 }
 
 /// One route: every criterion given must match.

@@ -40,6 +40,8 @@ pub struct Instance {
     ejected_until_ms: AtomicU64,
     ejections: AtomicU32,
     consecutive_5xx: AtomicU32,
+    /// While recovering from an ejection (half-open): when the trial request started, 0 if none.
+    trial_since_ms: AtomicU64,
     ready: AtomicBool,
     /// Set when the instance leaves its service: no new requests, in-flight ones finish.
     draining: AtomicBool,
@@ -51,6 +53,21 @@ pub struct Instance {
     health: Mutex<HealthState>,
     /// Where its warm-up stands (see [`WarmUp`]); it is confirmed ready only once warmed.
     warm_up: std::sync::atomic::AtomicU8,
+}
+
+/// How long a half-open trial request may go unanswered before another may try.
+pub const TRIAL_EXPIRY_MS: u64 = 5_000;
+
+/// An instance's circuit: closed (normal), open (ejected after failures), half-open (one
+/// trial request decides).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Circuit {
+    /// Serving normally.
+    Closed,
+    /// Ejected after failures; no requests until the back-off ends.
+    Open,
+    /// The back-off ended; one trial request decides.
+    HalfOpen,
 }
 
 /// Where an instance's warm-up (requests sent before it is confirmed ready) stands.
@@ -81,6 +98,7 @@ impl Instance {
             ejected_until_ms: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
             consecutive_5xx: AtomicU32::new(0),
+            trial_since_ms: AtomicU64::new(0),
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             added: tokio::time::Instant::now(),
@@ -202,8 +220,50 @@ impl Instance {
     }
 
     /// True while a passive ejection lasts.
+    ///
+    /// After an ejection ends the instance is half-open: one trial request goes to it, and the
+    /// others stay away until the trial answers (a success closes the circuit, a failure ejects it
+    /// again for twice as long). A trial that never answers stops counting after `TRIAL_EXPIRY_MS`.
     pub fn is_ejected(&self, now_ms: u64) -> bool {
-        self.ejected_until_ms.load(Ordering::Relaxed) > now_ms
+        let until = self.ejected_until_ms.load(Ordering::Relaxed);
+        if until > now_ms {
+            return true;
+        }
+        if until == 0 || self.ejections.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        let trial = self.trial_since_ms.load(Ordering::Acquire);
+        trial != 0 && now_ms.saturating_sub(trial) < TRIAL_EXPIRY_MS
+    }
+
+    /// Marks a request sent to this instance as the half-open trial, when the instance is
+    /// recovering from an ejection and no trial is under way.
+    pub fn begin_attempt(&self, now_ms: u64) {
+        if self.ejections.load(Ordering::Relaxed) == 0
+            || self.ejected_until_ms.load(Ordering::Relaxed) > now_ms
+        {
+            return;
+        }
+        let trial = self.trial_since_ms.load(Ordering::Acquire);
+        if trial == 0 || now_ms.saturating_sub(trial) >= TRIAL_EXPIRY_MS {
+            let _ = self.trial_since_ms.compare_exchange(
+                trial,
+                now_ms.max(1),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        }
+    }
+
+    /// Whether the instance is closed, open (ejected) or half-open (recovering), for metrics.
+    pub fn circuit(&self, now_ms: u64) -> Circuit {
+        if self.ejected_until_ms.load(Ordering::Relaxed) > now_ms {
+            Circuit::Open
+        } else if self.ejections.load(Ordering::Relaxed) > 0 {
+            Circuit::HalfOpen
+        } else {
+            Circuit::Closed
+        }
     }
 
     /// When the current ejection ends (ms on the proxy clock), if one is active.
@@ -219,13 +279,16 @@ impl Instance {
         let until = now_ms.saturating_add(length.as_millis() as u64);
         self.ejected_until_ms.fetch_max(until, Ordering::Relaxed);
         self.consecutive_5xx.store(0, Ordering::Relaxed);
+        self.trial_since_ms.store(0, Ordering::Release);
     }
 
     /// Records a live response status; repeated 5xx eject the instance.
     pub fn observe_status(&self, status: u16, now_ms: u64, policy: &Ejection) {
         if status >= 500 {
             let n = self.consecutive_5xx.fetch_add(1, Ordering::Relaxed) + 1;
-            if n >= EJECT_AFTER_5XX {
+            // A failure while half-open (recovering from an ejection) re-opens at once.
+            let recovering = self.ejections.load(Ordering::Relaxed) != 0 && !self.is_open(now_ms);
+            if n >= EJECT_AFTER_5XX || recovering {
                 self.eject(now_ms, policy);
             }
         } else {
@@ -233,10 +296,17 @@ impl Instance {
             if self.consecutive_5xx.load(Ordering::Relaxed) != 0 {
                 self.consecutive_5xx.store(0, Ordering::Relaxed);
             }
-            if self.ejections.load(Ordering::Relaxed) != 0 && !self.is_ejected(now_ms) {
+            if self.ejections.load(Ordering::Relaxed) != 0 && !self.is_open(now_ms) {
+                // The trial answered: close the circuit.
                 self.ejections.store(0, Ordering::Relaxed);
+                self.trial_since_ms.store(0, Ordering::Release);
             }
         }
+    }
+
+    /// True while an ejection lasts (the circuit is open).
+    fn is_open(&self, now_ms: u64) -> bool {
+        self.ejected_until_ms.load(Ordering::Relaxed) > now_ms
     }
 
     /// A copy of the health detail, for the admin API.
@@ -525,6 +595,37 @@ mod tests {
 
     fn instance() -> Instance {
         Instance::new(SocketAddr::from(([127, 0, 0, 1], 1)), "stable")
+    }
+
+    #[test]
+    fn after_an_ejection_one_trial_decides() {
+        let i = instance();
+        assert_eq!(i.circuit(0), Circuit::Closed);
+        i.eject(1_000, &ejection());
+        assert!(i.is_ejected(5_999));
+        assert_eq!(i.circuit(5_999), Circuit::Open);
+        // Half-open: usable until a trial starts, then closed to the others.
+        assert!(!i.is_ejected(6_000));
+        assert_eq!(i.circuit(6_000), Circuit::HalfOpen);
+        i.begin_attempt(6_000);
+        assert!(i.is_ejected(6_001), "one trial at a time");
+        // The trial fails: open again, twice as long.
+        i.observe_status(502, 6_100, &ejection());
+        assert_eq!(i.ejected_until(6_100), Some(16_100));
+        // Next trial succeeds: closed.
+        i.begin_attempt(16_100);
+        i.observe_status(200, 16_200, &ejection());
+        assert_eq!(i.circuit(16_200), Circuit::Closed);
+        assert!(!i.is_ejected(16_200));
+    }
+
+    #[test]
+    fn a_trial_that_never_answers_expires() {
+        let i = instance();
+        i.eject(0, &ejection());
+        i.begin_attempt(5_000);
+        assert!(i.is_ejected(5_000 + TRIAL_EXPIRY_MS - 1));
+        assert!(!i.is_ejected(5_000 + TRIAL_EXPIRY_MS));
     }
 
     #[test]

@@ -52,10 +52,15 @@ fn main() -> anyhow::Result<()> {
     );
     server.bootstrap();
     let proxy = pingora::proxy::http_proxy(&server.configuration, Passthrough(upstream));
+    let limits = forecourt_proxy::keepalive::FixedHeaderLimits {
+        timeout: std::time::Duration::from_secs(10),
+        max_bytes: 32 * 1024,
+    };
     server.add_service(forecourt_proxy::server::proxy_service(
         "passthrough",
         proxy,
         &listen,
+        std::sync::Arc::new(limits),
     ));
     server.run_forever()
 }

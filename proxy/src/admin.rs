@@ -274,16 +274,35 @@ pub fn render_metrics(front_door: &FrontDoor) -> String {
         }
     }
     let relaxed = std::sync::atomic::Ordering::Relaxed;
-    let _ = writeln!(
-        out,
-        "# HELP forecourt_unrouted_requests_total Requests no route matched.\n# TYPE forecourt_unrouted_requests_total counter\nforecourt_unrouted_requests_total {}",
-        front_door.metrics.unrouted.load(relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "# HELP forecourt_refused_requests_total Requests refused before routing (framing, size).\n# TYPE forecourt_refused_requests_total counter\nforecourt_refused_requests_total {}",
-        front_door.metrics.rejected.load(relaxed)
-    );
+    let proxy = &front_door.metrics;
+    for (metric, help, value) in [
+        (
+            "forecourt_unrouted_requests_total",
+            "Requests no route matched.",
+            &proxy.unrouted,
+        ),
+        (
+            "forecourt_refused_requests_total",
+            "Requests refused before routing (framing, size).",
+            &proxy.rejected,
+        ),
+        (
+            "forecourt_header_timeouts_total",
+            "Connections answered 408 and closed because a request header did not arrive within limits.header_timeout.",
+            &proxy.header_timeouts,
+        ),
+        (
+            "forecourt_shed_requests_total",
+            "Requests answered a fast 503 because the proxy was at limits.max_in_flight.",
+            &proxy.shed,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {metric} {help}\n# TYPE {metric} counter\n{metric} {}",
+            value.load(relaxed)
+        );
+    }
     render_forecast_metrics(&mut out, &front_door.forecasts.load());
     render_scaling_metrics(&mut out, front_door);
     render_cache_metrics(&mut out, &snapshot);
@@ -508,7 +527,7 @@ fn denied(front_door: &FrontDoor, headers: &http::HeaderMap) -> Option<Response<
     let Some(token) = front_door.admin_token.as_deref() else {
         return Some(error(
             StatusCode::FORBIDDEN,
-            "admin writes are disabled: start forecourt with FORECOURT_ADMIN_TOKEN set",
+            "admin writes are disabled: start forecourt with FORECOURT_ADMIN_TOKEN or FORECOURT_ADMIN_TOKEN_FILE set",
         ));
     };
     let presented = headers
@@ -594,7 +613,18 @@ pub async fn handle(front_door: &FrontDoor, req: Request<Incoming>) -> Response<
                 n => json(StatusCode::OK, &serde_json::json!({ "cancelled": n })),
             }
         }
-        (&Method::GET | &Method::HEAD, segments) => get(front_door, segments),
+        (&Method::GET | &Method::HEAD, ["healthz"]) => get(front_door, &["healthz"]),
+        (&Method::GET | &Method::HEAD, segments) => {
+            // With a token configured, reads need it too unless the policy makes them public.
+            let public =
+                front_door.admin_token.is_none() || front_door.snapshot().policy.admin.public_reads;
+            if !public {
+                if let Some(refusal) = denied(front_door, &parts.headers) {
+                    return refusal;
+                }
+            }
+            get(front_door, segments)
+        }
         _ => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here"),
     }
 }

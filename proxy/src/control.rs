@@ -197,6 +197,9 @@ impl BackgroundService for ControlLoop {
         {
             tracing::warn!("launched instances did not stop in time; they are killed on exit");
         }
+        self.0
+            .instances_stopped
+            .store(true, std::sync::atomic::Ordering::Release);
         feed.abort();
     }
 }

@@ -18,6 +18,28 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// The admin token: `FORECOURT_ADMIN_TOKEN`, or the first line of the file named by
+/// `FORECOURT_ADMIN_TOKEN_FILE` (a mounted secret), or none.
+fn admin_token() -> Result<Option<String>, String> {
+    if let Some(path) = std::env::var_os("FORECOURT_ADMIN_TOKEN_FILE") {
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            format!(
+                "FORECOURT_ADMIN_TOKEN_FILE {}: {e}",
+                std::path::Path::new(&path).display()
+            )
+        })?;
+        let token = text.lines().next().unwrap_or("").trim().to_owned();
+        if token.is_empty() {
+            return Err(format!(
+                "FORECOURT_ADMIN_TOKEN_FILE {}: the file is empty",
+                std::path::Path::new(&path).display()
+            ));
+        }
+        return Ok(Some(token));
+    }
+    Ok(std::env::var("FORECOURT_ADMIN_TOKEN").ok())
+}
+
 /// Forecourt: a predictive front door.
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -174,7 +196,13 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let token = std::env::var("FORECOURT_ADMIN_TOKEN").ok();
+            let token = match admin_token() {
+                Ok(token) => token,
+                Err(message) => {
+                    eprintln!("{message}");
+                    return ExitCode::FAILURE;
+                }
+            };
             let front_door = Arc::new(
                 FrontDoor::new(policy, Arc::new(SystemClock::aligned_to_unix_time()))
                     .with_admin_token(token),

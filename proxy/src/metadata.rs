@@ -84,6 +84,11 @@ impl MetadataRules {
         }
     }
 
+    /// The class whose limits apply to tenants no class lists, and to requests naming no tenant.
+    pub fn default_class(&self) -> TenantClass {
+        self.default_class
+    }
+
     /// Every class name, indexed by [`TenantClass`].
     pub fn classes(&self) -> &[Box<str>] {
         &self.classes

@@ -107,11 +107,56 @@ pub struct ServiceMetrics {
     pub held: AtomicU64,
     /// Time held requests waited (those that got an instance and those that timed out).
     pub hold_wait: LatencyHistogram,
+    /// Requests refused by a limit, by [`Limited`].
+    pub limited: [AtomicU64; Limited::ALL.len()],
+}
+
+/// Which limit refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limited {
+    /// The tenant's rate (429).
+    TenantRate,
+    /// The tenant's requests in flight (429).
+    TenantConcurrency,
+    /// The service's rate (429).
+    ServiceRate,
+    /// The service's requests in flight (429).
+    ServiceConcurrency,
+    /// The tenant's share of the hold queue (503).
+    HoldShare,
+}
+
+impl Limited {
+    /// Every limit, in metric order.
+    pub const ALL: [Limited; 5] = [
+        Limited::TenantRate,
+        Limited::TenantConcurrency,
+        Limited::ServiceRate,
+        Limited::ServiceConcurrency,
+        Limited::HoldShare,
+    ];
+
+    /// The `limit` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Limited::TenantRate => "tenant_rate",
+            Limited::TenantConcurrency => "tenant_concurrency",
+            Limited::ServiceRate => "service_rate",
+            Limited::ServiceConcurrency => "service_concurrency",
+            Limited::HoldShare => "hold_share",
+        }
+    }
 }
 
 // === impl ServiceMetrics ===
 
 impl ServiceMetrics {
+    /// Counts a request refused by `limit`.
+    pub fn count_limited(&self, limit: Limited) {
+        let i = Limited::ALL.iter().position(|l| *l == limit).unwrap_or(0);
+        self.limited[i].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counters for a service with `classes` tenant classes.
     pub fn new(classes: usize) -> Self {
         Self {
@@ -119,6 +164,7 @@ impl ServiceMetrics {
             classes,
             latency: LatencyHistogram::default(),
             connect_failures: AtomicU64::new(0),
+            limited: Default::default(),
             retries: AtomicU64::new(0),
             no_ready_instance: AtomicU64::new(0),
             held_now: AtomicU64::new(0),
@@ -155,6 +201,10 @@ pub struct ProxyMetrics {
     pub unrouted: AtomicU64,
     /// Requests rejected as malformed by Forecourt's own checks (400).
     pub rejected: AtomicU64,
+    /// Connections closed with 408 because a request header did not arrive in time.
+    pub header_timeouts: AtomicU64,
+    /// Requests shed with a fast 503 because the proxy was at its in-flight limit.
+    pub shed: AtomicU64,
 }
 
 /// Escapes a Prometheus label value.
@@ -268,6 +318,18 @@ pub fn render_requests(
     ] {
         let samples = services.iter().map(|(name, m)| (*name, get(m)));
         write_per_service(out, metric, "counter", help, samples);
+    }
+    out.push_str("# HELP forecourt_limited_requests_total Requests refused by a tenant, service or hold-share limit.\n# TYPE forecourt_limited_requests_total counter\n");
+    for (name, m) in services {
+        for (i, limit) in Limited::ALL.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "forecourt_limited_requests_total{{service=\"{}\",limit=\"{}\"}} {}",
+                label(name),
+                limit.label(),
+                m.limited[i].load(Ordering::Relaxed)
+            );
+        }
     }
     write_per_service(
         out,

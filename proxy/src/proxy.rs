@@ -24,9 +24,11 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
+use crate::admission::{self, OwnedInFlightPermit, OwnedPermit, OwnedTenantPermit, TenantLimit};
 use crate::balance::{pick, Tried};
 use crate::caching::{self, CacheStep, Fill, Revalidation};
 use crate::metadata::TenantClass;
+use crate::metrics::Limited;
 use crate::routes::ServiceIndex;
 use crate::state::{FrontDoor, ServiceRuntime, Snapshot};
 
@@ -43,6 +45,14 @@ pub struct RequestCtx {
     arrived_ms: Option<u64>,
     /// The response being recorded for the service's cache, on a cache miss.
     fill: Option<Fill>,
+    /// This request's place under `limits.max_in_flight`, released when the request ends.
+    admitted: Option<OwnedInFlightPermit>,
+    /// Its place in its tenant's concurrency, released when the request ends.
+    tenant_permit: Option<OwnedTenantPermit>,
+    /// Its place in its service's concurrency, released when the request ends.
+    service_permit: Option<OwnedPermit>,
+    /// Request body bytes received so far.
+    body_bytes: u64,
 }
 
 // === impl RequestCtx ===
@@ -152,6 +162,16 @@ fn forwarded_for(prior: Option<&HeaderValue>, ip: std::net::IpAddr) -> Option<He
     }
 }
 
+/// `Retry-After` seconds for a rate refusal (a rate of zero says an hour).
+fn retry_seconds(retry: crate::admission::RetryAfter) -> u32 {
+    if retry.is_never() {
+        return 3_600;
+    }
+    u32::try_from(retry.seconds())
+        .unwrap_or(3_600)
+        .clamp(1, 3_600)
+}
+
 /// The path and query of a request.
 fn path_of(req: &RequestHeader) -> &str {
     req.uri.path_and_query().map_or("/", |p| p.as_str())
@@ -216,6 +236,21 @@ async fn respond(
 const NO_ROUTE: &[u8] = br#"{"error":"no route for this host and path"}"#;
 const NO_READY_INSTANCE: &[u8] = br#"{"error":"no ready instance","retry":true}"#;
 const BAD_GATEWAY: &[u8] = br#"{"error":"upstream failed"}"#;
+const OVERLOADED: &[u8] = br#"{"error":"overloaded","retry":true}"#;
+const RATE_LIMITED: &[u8] = br#"{"error":"rate limited","retry":true}"#;
+const TOO_MANY_IN_FLIGHT: &[u8] = br#"{"error":"too many requests in flight","retry":true}"#;
+const BODY_TOO_SLOW: &[u8] = br#"{"error":"request body arrived too slowly"}"#;
+
+/// Whether a request body that has brought `bytes` in `elapsed` is too slow: only once it has
+/// taken longer than `grace`, and then slower than `min_rate` bytes per second on average.
+fn body_too_slow(
+    bytes: u64,
+    elapsed: std::time::Duration,
+    grace: std::time::Duration,
+    min_rate: u64,
+) -> bool {
+    min_rate > 0 && elapsed > grace && (bytes as f64) < min_rate as f64 * elapsed.as_secs_f64()
+}
 const GATEWAY_TIMEOUT: &[u8] = br#"{"error":"upstream timed out"}"#;
 
 /// Counts a request as held for as long as it lives (a client that gives up drops it).
@@ -230,6 +265,56 @@ impl Drop for Held<'_> {
 // === impl Ingress ===
 
 impl Ingress {
+    /// Admits a routed request under its tenant's and its service's limits, keeping its
+    /// permits in `ctx`; or says which limit refused it and the `Retry-After` seconds.
+    fn admit(
+        &self,
+        session: &Session,
+        snapshot: &Snapshot,
+        service: ServiceIndex,
+        ctx: &mut RequestCtx,
+    ) -> Option<(Limited, u32)> {
+        let admission = &snapshot.services[service].admission;
+        let now = self.clock.now_ms();
+        // A request naming no tenant is counted under the default class, as one tenant "".
+        let class = match ctx.class {
+            crate::metadata::ANONYMOUS_CLASS => snapshot.metadata.default_class(),
+            class => class,
+        };
+        let limit = admission
+            .classes
+            .get(class)
+            .copied()
+            .unwrap_or(TenantLimit::UNLIMITED);
+        if limit.rate.is_some() || limit.concurrency.is_some() {
+            let tenant = snapshot
+                .metadata
+                .tenant(&session.req_header().headers)
+                .unwrap_or("");
+            match admission.tenants.admit_owned(tenant, &limit, now) {
+                Ok(permit) => ctx.tenant_permit = Some(permit),
+                Err(admission::Refusal::Rate(retry)) => {
+                    return Some((Limited::TenantRate, retry_seconds(retry)))
+                }
+                Err(admission::Refusal::Concurrency) => {
+                    return Some((Limited::TenantConcurrency, 1))
+                }
+            }
+        }
+        if let Some(bucket) = &admission.rate {
+            if let Err(retry) = bucket.try_take(now) {
+                return Some((Limited::ServiceRate, retry_seconds(retry)));
+            }
+        }
+        if let Some(concurrency) = &admission.concurrency {
+            match concurrency.try_acquire_owned() {
+                Some(permit) => ctx.service_permit = Some(permit),
+                None => return Some((Limited::ServiceConcurrency, 1)),
+            }
+        }
+        None
+    }
+
     /// The cache's part of `request_filter` for a routed request: records its hot key, answers
     /// it from the cache when it can (true), or prepares the fill of a miss in `ctx`.
     async fn serve_from_cache(
@@ -294,11 +379,18 @@ impl Ingress {
     }
 
     /// Holds a request of a service with no ready instance until one is confirmed ready (true)
-    /// or the queue is full or the deadline passes (false). The body is not read meanwhile.
-    async fn hold(&self, service: &ServiceRuntime) -> bool {
+    /// or the queue (or `tenant`'s share of it) is full or the deadline passes (false). The body
+    /// is not read meanwhile.
+    async fn hold(&self, service: &ServiceRuntime, tenant: &str) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
         let hold = service.config.hold;
         let metrics = &service.metrics;
+        // One tenant's burst may take only its share of the queue.
+        let tenants = &service.admission.tenants;
+        let Some(_share) = tenants.hold_slot(tenant, hold.max_per_tenant) else {
+            metrics.count_limited(Limited::HoldShare);
+            return false;
+        };
         if metrics.held_now.fetch_add(1, Relaxed) >= u64::from(hold.max_requests) {
             metrics.held_now.fetch_sub(1, Relaxed);
             return false;
@@ -349,6 +441,17 @@ impl ProxyHttp for Ingress {
         ctx.started = Some(Instant::now());
         let snapshot = self.snapshot();
         ctx.snapshot = Some(snapshot.clone());
+        // Shed load first and cheaply: past the in-flight limit, answer 503 before any work.
+        ctx.admitted = self.in_flight.try_enter_owned();
+        if ctx.admitted.is_none() {
+            self.metrics
+                .shed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            respond(session, 503, OVERLOADED, Some(1), false).await?;
+            return Ok(true);
+        }
+        // A body read that brings nothing for the header timeout ends the request.
+        session.set_read_timeout(Some(snapshot.policy.limits.header_timeout));
         let refusal = {
             let req = session.req_header();
             let te = req.headers.contains_key(http::header::TRANSFER_ENCODING);
@@ -386,6 +489,15 @@ impl ProxyHttp for Ingress {
         ctx.class = snapshot
             .metadata
             .class_of(snapshot.metadata.tenant(&req.headers));
+        if let Some(limited) = self.admit(session, &snapshot, service, ctx) {
+            snapshot.services[service].metrics.count_limited(limited.0);
+            let body = match limited.0 {
+                Limited::TenantRate | Limited::ServiceRate => RATE_LIMITED,
+                _ => TOO_MANY_IN_FLIGHT,
+            };
+            respond(session, 429, body, Some(limited.1), false).await?;
+            return Ok(true);
+        }
         if self
             .serve_from_cache(session, &snapshot, service, ctx)
             .await?
@@ -401,7 +513,9 @@ impl ProxyHttp for Ingress {
         snapshot.predictor.request_started(id, now);
         ctx.arrived_ms = Some(now);
         let runtime = &snapshot.services[service];
-        if runtime.instances.ready().instances.is_empty() && !self.hold(runtime).await {
+        if runtime.instances.ready().instances.is_empty()
+            && !self.hold(runtime, tenant.unwrap_or("")).await
+        {
             runtime
                 .metrics
                 .no_ready_instance
@@ -411,6 +525,33 @@ impl ProxyHttp for Ingress {
             return Ok(true);
         }
         Ok(false)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
+        let (Some(started), Some(snapshot)) = (ctx.started, &ctx.snapshot) else {
+            return Ok(());
+        };
+        let limits = &snapshot.policy.limits;
+        if body_too_slow(
+            ctx.body_bytes,
+            started.elapsed(),
+            limits.header_timeout,
+            limits.min_body_rate,
+        ) {
+            // A trickled body would pin an upstream connection and an instance slot.
+            return Error::e_explain(
+                ErrorType::HTTPStatus(408),
+                "request body arrived too slowly",
+            );
+        }
+        Ok(())
     }
 
     async fn upstream_peer(
@@ -441,6 +582,7 @@ impl ProxyHttp for Ingress {
         peer.options.write_timeout = Some(timeouts.write);
         peer.options.idle_timeout = Some(timeouts.idle);
         ctx.tried.add(instance.id);
+        instance.begin_attempt(now);
         instance.start_request();
         ctx.instance = Some(instance);
         Ok(Box::new(peer))
@@ -523,6 +665,7 @@ impl ProxyHttp for Ingress {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let (code, body) = match e.etype() {
+            ErrorType::HTTPStatus(408) => (408, BODY_TOO_SLOW),
             ErrorType::HTTPStatus(code) => (*code, NO_READY_INSTANCE),
             ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
                 if e.esource() == &ErrorSource::Upstream =>
@@ -545,7 +688,7 @@ impl ProxyHttp for Ingress {
         if code > 0 && !answered {
             let retry_after =
                 (code == 503).then(|| ctx.service().map_or(1, |s| s.config.retry_after));
-            let _ = respond(session, code, body, retry_after, code == 400).await;
+            let _ = respond(session, code, body, retry_after, code == 400 || code == 408).await;
         }
         FailToProxy {
             error_code: code,
@@ -622,7 +765,30 @@ mod tests {
         forecourt_config::Limits {
             max_header_bytes: 1024,
             max_uri_bytes: 256,
+            max_in_flight: 100,
+            header_timeout: std::time::Duration::from_secs(1),
+            drain_timeout: std::time::Duration::from_secs(1),
+            min_body_rate: 1024,
+            tenant_classes: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_body_is_too_slow_only_after_the_grace_and_below_the_rate() {
+        use std::time::Duration;
+        let grace = Duration::from_secs(10);
+        assert!(
+            !body_too_slow(10, Duration::from_secs(5), grace, 1024),
+            "within the grace"
+        );
+        assert!(body_too_slow(110, Duration::from_secs(11), grace, 1024));
+        assert!(!body_too_slow(
+            1 << 20,
+            Duration::from_secs(11),
+            grace,
+            1024
+        ));
+        assert!(!body_too_slow(0, Duration::from_secs(60), grace, 0), "off");
     }
 
     #[test]

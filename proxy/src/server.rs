@@ -14,7 +14,7 @@ use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 
-use crate::keepalive::KeepAliveApp;
+use crate::keepalive::{HeaderLimits, KeepAliveApp};
 use crate::state::FrontDoor;
 use crate::warm::ServiceWarmer;
 
@@ -95,6 +95,32 @@ impl BackgroundService for HealthChecks {
     }
 }
 
+/// After a graceful shutdown starts (SIGTERM), ends the process as soon as no request is in
+/// flight and the launched instances are stopped, instead of waiting out the whole drain
+/// timeout. Pingora cuts whatever is left when the drain timeout ends.
+struct DrainWatcher(Arc<FrontDoor>);
+
+#[async_trait]
+impl BackgroundService for DrainWatcher {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        use std::sync::atomic::Ordering::Acquire;
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                return;
+            }
+        }
+        let started = std::time::Instant::now();
+        loop {
+            let idle = self.0.in_flight.in_flight() == 0;
+            if idle && self.0.instances_stopped.load(Acquire) {
+                tracing::info!(after = ?started.elapsed(), "drained: exiting");
+                std::process::exit(0);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
 /// Refreshes hot cached entries before they expire, once a second, and ages the hot-key counts
 /// once a minute so the ranking follows the workload.
 struct CacheRefresher(Arc<FrontDoor>);
@@ -123,19 +149,37 @@ impl BackgroundService for CacheRefresher {
     }
 }
 
-/// Serves the admin API on a listener bound before the server starts.
+/// Serves the admin API on a listener bound before the server starts, or (in a graceful
+/// upgrade) bound as soon as the previous process releases the address.
 struct AdminApi {
     front_door: Arc<FrontDoor>,
     listener: Mutex<Option<std::net::TcpListener>>,
+    address: std::net::SocketAddr,
 }
 
 #[async_trait]
 impl BackgroundService for AdminApi {
-    async fn start(&self, shutdown: ShutdownWatch) {
-        let listener = self.listener.lock().ok().and_then(|mut l| l.take());
-        if let Some(listener) = listener {
-            crate::admin::serve(self.front_door.clone(), listener, shutdown).await;
-        }
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let bound = self.listener.lock().ok().and_then(|mut l| l.take());
+        let listener = match bound {
+            Some(listener) => listener,
+            None => loop {
+                match std::net::TcpListener::bind(self.address) {
+                    Ok(listener) => break listener,
+                    Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => {
+                        tokio::select! {
+                            () = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+                            _ = shutdown.changed() => return,
+                        }
+                    }
+                    Err(error) => {
+                        tracing::error!(address = %self.address, %error, "unable to bind the admin listener");
+                        return;
+                    }
+                }
+            },
+        };
+        crate::admin::serve(self.front_door.clone(), listener, shutdown).await;
     }
 }
 
@@ -154,14 +198,33 @@ pub fn proxy_listener(addr: &str) -> ListenerConfig {
 }
 
 /// A listening service that serves `app` (a Pingora proxy) on `addr`, holding only the socket
-/// while a keep-alive connection waits (see [`KeepAliveApp`]).
-pub fn proxy_service<A>(name: &str, app: A, addr: &str) -> Service<KeepAliveApp<A>>
+/// while a keep-alive connection waits and bounding each request header's arrival by `limits`
+/// (see [`KeepAliveApp`]).
+pub fn proxy_service<A>(
+    name: &str,
+    app: A,
+    addr: &str,
+    limits: Arc<dyn HeaderLimits>,
+) -> Service<KeepAliveApp<A>>
 where
     A: HttpServerApp + Send + Sync + 'static,
 {
-    let mut service = Service::new(name.to_string(), KeepAliveApp(Arc::new(app)));
+    let app = KeepAliveApp {
+        app: Arc::new(app),
+        limits,
+    };
+    let mut service = Service::new(name.to_string(), app);
     service.add_listener(proxy_listener(addr));
     service
+}
+
+/// Where a running Forecourt on `proxy` hands its listening socket to its successor
+/// (`forecourt run --upgrade`, then SIGQUIT to the old process).
+pub fn upgrade_socket(proxy: std::net::SocketAddr) -> String {
+    std::env::temp_dir()
+        .join(format!("forecourt-upgrade-{}.sock", proxy.port()))
+        .display()
+        .to_string()
 }
 
 /// Pingora's server settings for `threads` workers: no work stealing, a large upstream pool.
@@ -181,9 +244,17 @@ pub fn server_conf(threads: usize) -> ServerConf {
 pub fn build(front_door: Arc<FrontDoor>, options: &ServerOptions) -> anyhow::Result<Server> {
     let snapshot = front_door.snapshot();
     let listeners = snapshot.policy.listeners.clone();
-    // Bind the admin listener now so a taken port is a clear start-up error.
-    let admin = std::net::TcpListener::bind(listeners.admin)
-        .with_context(|| format!("unable to bind the admin listener {}", listeners.admin))?;
+    // Bind the admin listener now so a taken port is a clear start-up error. In a graceful
+    // upgrade the old process still holds it: the admin API binds it once that one lets go.
+    let admin = if options.upgrade {
+        None
+    } else {
+        Some(
+            std::net::TcpListener::bind(listeners.admin).with_context(|| {
+                format!("unable to bind the admin listener {}", listeners.admin)
+            })?,
+        )
+    };
     if !options.upgrade {
         // Pingora binds the proxy listener later; check it now for the same reason.
         drop(
@@ -193,7 +264,13 @@ pub fn build(front_door: Arc<FrontDoor>, options: &ServerOptions) -> anyhow::Res
         );
     }
 
-    let conf = server_conf(options.threads);
+    let mut conf = server_conf(options.threads);
+    // SIGTERM: Pingora stops accepting, then waits this long before cutting what is left; the
+    // drain watcher ends the process as soon as nothing is in flight.
+    conf.grace_period_seconds =
+        Some(snapshot.policy.limits.drain_timeout.as_secs_f64().ceil() as u64);
+    // One upgrade socket per proxy address, so Forecourts on one host upgrade independently.
+    conf.upgrade_sock = upgrade_socket(listeners.proxy);
     let opt = Opt {
         upgrade: options.upgrade,
         ..Opt::default()
@@ -209,6 +286,7 @@ pub fn build(front_door: Arc<FrontDoor>, options: &ServerOptions) -> anyhow::Res
         "forecourt proxy",
         proxy,
         &listeners.proxy.to_string(),
+        front_door.clone(),
     ));
     server.add_service(background_service(
         "health checks",
@@ -217,6 +295,10 @@ pub fn build(front_door: Arc<FrontDoor>, options: &ServerOptions) -> anyhow::Res
     server.add_service(background_service(
         "control loop",
         crate::control::ControlLoop(front_door.clone()),
+    ));
+    server.add_service(background_service(
+        "drain watcher",
+        DrainWatcher(front_door.clone()),
     ));
     server.add_service(background_service(
         "cache refresher",
@@ -230,7 +312,8 @@ pub fn build(front_door: Arc<FrontDoor>, options: &ServerOptions) -> anyhow::Res
         "admin api",
         AdminApi {
             front_door,
-            listener: Mutex::new(Some(admin)),
+            listener: Mutex::new(admin),
+            address: listeners.admin,
         },
     ));
     Ok(server)

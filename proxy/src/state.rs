@@ -11,6 +11,7 @@ use forecourt_orchestrator::{
 };
 use forecourt_predictor::{Clock, HotKeys, Predictor, PredictorConfig, WindowConfig};
 
+use crate::admission::{ConcurrencyLimit, InFlightLimit, TenantLimit, TenantLimits, TokenBucket};
 use crate::caching::ServiceCache;
 use crate::metadata::MetadataRules;
 use crate::metrics::{ProxyMetrics, ServiceMetrics};
@@ -32,6 +33,61 @@ pub struct ServiceRuntime {
     pub warm_metrics: Arc<WarmMetrics>,
     /// Its response cache, when it has `cache:` (kept across reloads while `cache:` is unchanged).
     pub cache: Option<Arc<ServiceCache>>,
+    /// Its admission limits: its own, and its tenants' by class.
+    pub admission: ServiceAdmission,
+}
+
+/// Slots of a service's per-tenant table: tenants beyond it share one overflow limit.
+const TENANT_SLOTS: usize = 1024;
+
+/// A service's admission limits: its own rate and requests in flight, and each tenant's by the
+/// tenant's class. Checked on the request path with atomics only.
+#[derive(Debug)]
+pub struct ServiceAdmission {
+    /// The whole service's rate, when it has one.
+    pub rate: Option<TokenBucket>,
+    /// The whole service's requests in flight, when limited.
+    pub concurrency: Option<Arc<ConcurrencyLimit>>,
+    /// Each tenant's rate, requests in flight and hold share (kept across reloads).
+    pub tenants: Arc<TenantLimits>,
+    /// Each tenant class's limit for one tenant, indexed like the metadata's classes.
+    pub classes: Vec<TenantLimit>,
+}
+
+// === impl ServiceAdmission ===
+
+impl ServiceAdmission {
+    /// The limits of `config` under `policy`, reusing the tenant table of `before`.
+    fn new(
+        config: &ServiceConfig,
+        policy: &Policy,
+        metadata: &MetadataRules,
+        before: Option<&ServiceRuntime>,
+    ) -> Self {
+        let classes = metadata
+            .classes()
+            .iter()
+            .map(|class| {
+                policy
+                    .limits
+                    .tenant_classes
+                    .iter()
+                    .find(|(name, _)| name.as_str() == &**class)
+                    .map_or(TenantLimit::UNLIMITED, |(_, l)| *l)
+            })
+            .collect();
+        let limits = config.limits;
+        Self {
+            rate: limits.and_then(|l| Some(TokenBucket::new(l.rate?, l.burst))),
+            concurrency: limits
+                .and_then(|l| l.concurrency)
+                .map(|max| Arc::new(ConcurrencyLimit::new(max))),
+            tenants: before
+                .map(|s| Arc::clone(&s.admission.tenants))
+                .unwrap_or_else(|| Arc::new(TenantLimits::new(TENANT_SLOTS))),
+            classes,
+        }
+    }
 }
 
 /// Shape of a service's hot-key tracker: sketch depth and width, and how many keys it ranks.
@@ -98,6 +154,7 @@ impl Snapshot {
                     warm_metrics: before
                         .map(|s| Arc::clone(&s.warm_metrics))
                         .unwrap_or_default(),
+                    admission: ServiceAdmission::new(config, &policy, &metadata, before.copied()),
                     cache: config.cache.as_ref().map(|wanted| {
                         before
                             .and_then(|s| s.cache.as_ref())
@@ -181,6 +238,10 @@ pub struct FrontDoor {
     pub admin_token: Option<String>,
     /// Woken when a request is held: the control loop scales from zero without waiting a tick.
     pub scale_signal: tokio::sync::Notify,
+    /// Requests admitted and not yet finished, against `limits.max_in_flight`.
+    pub in_flight: Arc<InFlightLimit>,
+    /// Set once the control loop has stopped the instances it launched (at shutdown).
+    pub instances_stopped: std::sync::atomic::AtomicBool,
     /// The `local` orchestrator, once the control loop has started it.
     pub orchestrator: std::sync::OnceLock<Arc<LocalOrchestrator>>,
     /// Every scaled service's last decision.
@@ -191,6 +252,22 @@ pub struct FrontDoor {
     retired: std::sync::Mutex<Vec<Arc<ServiceInstances>>>,
     /// The policy file, its generation and the last reload's outcome.
     pub config: crate::reload::ConfigState,
+}
+
+impl crate::keepalive::HeaderLimits for FrontDoor {
+    fn header_timeout(&self) -> std::time::Duration {
+        self.snapshot.load().policy.limits.header_timeout
+    }
+
+    fn max_header_bytes(&self) -> usize {
+        self.snapshot.load().policy.limits.max_header_bytes
+    }
+
+    fn header_timed_out(&self) {
+        self.metrics
+            .header_timeouts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for FrontDoor {
@@ -204,6 +281,7 @@ impl std::fmt::Debug for FrontDoor {
 impl FrontDoor {
     /// Front door state for `policy`.
     pub fn new(policy: Policy, clock: Arc<dyn Clock>) -> Self {
+        let max_in_flight = policy.limits.max_in_flight;
         Self {
             snapshot: ArcSwap::from_pointee(Snapshot::new(Arc::new(policy), None)),
             metrics: ProxyMetrics::default(),
@@ -212,6 +290,8 @@ impl FrontDoor {
             events: EventBook::default(),
             admin_token: None,
             scale_signal: tokio::sync::Notify::new(),
+            in_flight: Arc::new(InFlightLimit::new(max_in_flight)),
+            instances_stopped: std::sync::atomic::AtomicBool::new(false),
             orchestrator: std::sync::OnceLock::new(),
             scaling: Arc::new(ArcSwap::from_pointee(ScalingBoard::default())),
             decisions: Arc::new(DecisionCounters::default()),
@@ -233,6 +313,7 @@ impl FrontDoor {
 
     /// Installs a new snapshot; requests in flight keep the one they started with.
     pub(crate) fn install(&self, snapshot: Snapshot) {
+        self.in_flight.set_max(snapshot.policy.limits.max_in_flight);
         self.snapshot.store(Arc::new(snapshot));
     }
 

@@ -1,0 +1,225 @@
+//! Admission limits: per-tenant rate and concurrency by tenant class, per-service limits, the
+//! global in-flight limit and the header timeout, and who may read the admin API.
+//!
+//! ```yaml
+//! limits:
+//!   max_in_flight: 10000      # the whole proxy; beyond it requests get a fast 503
+//!   header_timeout: 10s       # a request header must arrive in full within this
+//!   tenant_classes:           # each tenant of a class gets its own bucket and concurrency
+//!     standard: { rate: 50, burst: 100, concurrency: 20 }
+//!     premium: { rate: 500, burst: 1000 }
+//! admin: { public_reads: false }   # with a token, reads need it too unless true
+//! services:
+//!   - name: shop
+//!     limits: { rate: 2000, burst: 4000, concurrency: 500 }   # the whole service
+//!     hold: { max_per_tenant: 50 }   # one tenant's burst cannot fill the hold queue
+//! ```
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::policy::Checker;
+
+/// A rate and concurrency limit as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateSpec {
+    /// Requests per second, sustained.
+    pub rate: Option<f64>,
+    /// Requests allowed at once above the rate (default: one second of `rate`).
+    pub burst: Option<u32>,
+    /// Requests in flight at once.
+    pub concurrency: Option<u32>,
+}
+
+/// A resolved rate and concurrency limit; `None` is unlimited.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    /// Requests per second, sustained.
+    pub rate: Option<f64>,
+    /// Requests allowed at once above the rate.
+    pub burst: u32,
+    /// Requests in flight at once.
+    pub concurrency: Option<u32>,
+}
+
+// === impl RateLimit ===
+
+impl RateLimit {
+    /// No limit at all.
+    pub const UNLIMITED: Self = Self {
+        rate: None,
+        burst: 0,
+        concurrency: None,
+    };
+}
+
+/// `admin:` as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSpec {
+    /// Read endpoints answer without the token even when one is configured.
+    pub public_reads: Option<bool>,
+}
+
+/// Who may use the admin API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdminAccess {
+    /// Read endpoints answer without the token even when one is configured.
+    pub public_reads: bool,
+}
+
+/// Most requests in flight the proxy may be told to admit.
+const MAX_IN_FLIGHT: u32 = 1_000_000;
+
+// === impl Checker ===
+
+impl Checker<'_> {
+    /// Resolves a rate and concurrency limit at `at`.
+    pub(crate) fn rate_limit(&mut self, at: &str, spec: &RateSpec) -> RateLimit {
+        if let Some(rate) = spec.rate {
+            if !(rate.is_finite() && rate > 0.0 && rate <= 10_000_000.0) {
+                self.problem(
+                    &format!("{at}.rate"),
+                    "between 0 and 10000000 requests per second",
+                );
+            }
+        }
+        if spec.burst == Some(0) {
+            self.problem(&format!("{at}.burst"), "at least 1");
+        }
+        if spec.concurrency == Some(0) {
+            self.problem(&format!("{at}.concurrency"), "at least 1");
+        }
+        if spec.rate.is_none() && spec.burst.is_some() {
+            self.problem(&format!("{at}.burst"), "a burst needs a rate");
+        }
+        let default_burst = spec
+            .rate
+            .map_or(1, |r| r.ceil().clamp(1.0, f64::from(u32::MAX)) as u32);
+        RateLimit {
+            rate: spec.rate,
+            burst: spec.burst.unwrap_or(default_burst).max(1),
+            concurrency: spec.concurrency,
+        }
+    }
+
+    /// Checks `limits.max_in_flight` and `limits.header_timeout`.
+    pub(crate) fn admission(
+        &mut self,
+        max_in_flight: Option<u32>,
+        header_timeout: Option<Duration>,
+    ) -> (u32, Duration) {
+        let max_in_flight = max_in_flight.unwrap_or(10_000);
+        if max_in_flight == 0 || max_in_flight > MAX_IN_FLIGHT {
+            self.problem("limits.max_in_flight", "between 1 and 1000000");
+        }
+        let header_timeout = header_timeout.unwrap_or(Duration::from_secs(10));
+        if header_timeout < Duration::from_millis(100) || header_timeout > Duration::from_secs(300)
+        {
+            self.problem("limits.header_timeout", "between 100ms and 5m");
+        }
+        (max_in_flight, header_timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::{LoadError, Policy};
+
+    fn parse(text: &str) -> Result<Policy, Vec<String>> {
+        Policy::parse(text, Path::new("p.yaml")).map_err(|e| match e {
+            LoadError::Invalid { problems, .. } => {
+                problems.iter().map(ToString::to_string).collect()
+            }
+            other => vec![other.to_string()],
+        })
+    }
+
+    #[test]
+    fn resolves_tenant_class_service_and_global_limits() {
+        let text = "metadata:
+  tenant_classes: [{ name: premium, tenants: [acme] }]
+limits:
+  max_in_flight: 500
+  header_timeout: 2s
+  tenant_classes:
+    standard: { rate: 10, concurrency: 4 }
+    premium: { rate: 100, burst: 300 }
+admin: { public_reads: true }
+services:
+  - name: shop
+    routes: [{path_prefix: /shop}]
+    instances: [{address: 127.0.0.1:9001}]
+    limits: { concurrency: 50 }
+    hold: { max_requests: 40 }
+";
+        let policy = parse(text).expect("valid");
+        assert_eq!(policy.limits.max_in_flight, 500);
+        assert_eq!(policy.limits.header_timeout, Duration::from_secs(2));
+        let class = |name: &str| {
+            policy
+                .limits
+                .tenant_classes
+                .iter()
+                .find(|(c, _)| c == name)
+                .map(|(_, l)| *l)
+        };
+        let standard = class("standard").expect("standard");
+        assert_eq!(
+            (standard.rate, standard.burst, standard.concurrency),
+            (Some(10.0), 10, Some(4))
+        );
+        assert_eq!(class("premium").expect("premium").burst, 300);
+        assert!(policy.admin.public_reads);
+        let shop = &policy.services[0];
+        let limits = shop.limits.expect("service limits");
+        assert_eq!((limits.rate, limits.concurrency), (None, Some(50)));
+        assert_eq!(
+            shop.hold.max_per_tenant, 10,
+            "a quarter of max_requests by default"
+        );
+        // Nothing written: generous global defaults, no per-tenant limits, reads need the token.
+        let plain = parse("services: []\n").expect("valid");
+        assert_eq!(plain.limits.max_in_flight, 10_000);
+        assert!(plain.limits.tenant_classes.is_empty() && !plain.admin.public_reads);
+    }
+
+    #[test]
+    fn locates_limit_problems() {
+        let text = "limits:
+  max_in_flight: 0
+  header_timeout: 1ms
+  tenant_classes:
+    gold: { rate: 10 }
+    standard: { rate: -1, burst: 0, concurrency: 0 }
+services:
+  - name: shop
+    routes: [{path_prefix: /shop}]
+    instances: [{address: 127.0.0.1:9001}]
+    limits: { burst: 5 }
+    hold: { max_requests: 10, max_per_tenant: 11 }
+";
+        let found = parse(text).expect_err("invalid");
+        let expected = [
+            "p.yaml:2:18: limits.max_in_flight: between 1 and 1000000",
+            "p.yaml:3:19: limits.header_timeout: between 100ms and 5m",
+            "p.yaml:5:5: limits.tenant_classes.gold: no tenant class \"gold\"",
+            "p.yaml:6:23: limits.tenant_classes.standard.rate: between 0",
+            "p.yaml:6:34: limits.tenant_classes.standard.burst: at least 1",
+            "p.yaml:6:50: limits.tenant_classes.standard.concurrency: at least 1",
+            "p.yaml:11:22: services[0].limits.burst: a burst needs a rate",
+            "p.yaml:12:47: services[0].hold.max_per_tenant: at least 1 and at most max_requests",
+        ];
+        for want in expected {
+            assert!(
+                found.iter().any(|p| p.starts_with(want)),
+                "missing {want:?} in {found:#?}"
+            );
+        }
+    }
+}
