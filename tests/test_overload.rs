@@ -19,6 +19,18 @@ defaults:
 /// cores.
 static LOAD: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// A policy with `top` (top-level sections) and one service `web` routing `/` to `backend`, with
+/// `extra` service settings.
+fn web_policy(top: &str, backend: SocketAddr, extra: &str) -> String {
+    format!(
+        "{HEADER}{top}services:
+  - name: web
+    routes: [{{ path_prefix: / }}]
+    instances: [{{ address: \"{backend}\" }}]
+{extra}"
+    )
+}
+
 fn p99(mut samples: Vec<f64>) -> f64 {
     samples.sort_by(f64::total_cmp);
     samples[(samples.len() * 99 / 100).min(samples.len() - 1)]
@@ -43,17 +55,8 @@ fn quiet_client(proxy: SocketAddr, path: &str, tenant: &str, n: usize) -> (Vec<u
 fn a_noisy_tenant_gets_429s_while_a_quiet_one_is_unaffected() {
     let _alone = LOAD.lock().unwrap_or_else(|e| e.into_inner());
     let backend = Backend::start();
-    let fc = Forecourt::start(&format!(
-        "{HEADER}limits:
-  tenant_classes:
-    standard: {{ rate: 50, burst: 50 }}
-services:
-  - name: web
-    routes: [{{ path_prefix: / }}]
-    instances: [{{ address: \"{}\" }}]
-",
-        backend.addr()
-    ));
+    let limits = "limits:\n  tenant_classes:\n    standard: { rate: 50, burst: 50 }\n";
+    let fc = Forecourt::start(&web_policy(limits, backend.addr(), ""));
     fc.wait_ready("web", 1);
     let (_, warmup) = quiet_client(fc.proxy, "/q", "quiet", 10);
     drop(warmup);
@@ -115,14 +118,10 @@ fn overload_at_three_times_capacity_sheds_fast_and_keeps_admitted_latency_bounde
     let _alone = LOAD.lock().unwrap_or_else(|e| e.into_inner());
     let backend = Backend::start();
     // 8 requests in flight at most; each takes 50 ms: about 160 requests per second.
-    let fc = Forecourt::start(&format!(
-        "{HEADER}limits: {{ max_in_flight: 8 }}
-services:
-  - name: web
-    routes: [{{ path_prefix: / }}]
-    instances: [{{ address: \"{}\" }}]
-",
-        backend.addr()
+    let fc = Forecourt::start(&web_policy(
+        "limits: { max_in_flight: 8 }\n",
+        backend.addr(),
+        "",
     ));
     fc.wait_ready("web", 1);
     let proxy = fc.proxy;
@@ -340,19 +339,11 @@ fn a_failing_orchestrator_backend_yields_503s_metrics_and_no_crash() {
 #[test]
 fn admin_reads_need_the_token_unless_the_policy_makes_them_public() {
     let backend = Backend::start();
-    let body = format!(
-        "services:
-  - name: web
-    routes: [{{ path_prefix: / }}]
-    instances: [{{ address: \"{}\" }}]
-",
-        backend.addr()
-    );
     let token_file = scratch_dir("token").join("admin-token");
     std::fs::write(&token_file, "t0ken\n").unwrap();
     let token_path = token_file.to_str().unwrap();
     let fc = Forecourt::start_with_env(
-        &format!("{HEADER}{body}"),
+        &web_policy("", backend.addr(), ""),
         &[("FORECOURT_ADMIN_TOKEN_FILE", token_path)],
     );
     let read = |token: Option<&str>| fc.admin_send("GET", "/v1/services", token, "").status;
@@ -372,7 +363,11 @@ fn admin_reads_need_the_token_unless_the_policy_makes_them_public() {
         200
     );
     // public_reads opens reads again (applied by a reload, which itself needs the token).
-    fc.write_policy(&format!("{HEADER}admin: {{ public_reads: true }}\n{body}"));
+    fc.write_policy(&web_policy(
+        "admin: { public_reads: true }\n",
+        backend.addr(),
+        "",
+    ));
     assert_eq!(
         fc.admin_send("POST", "/v1/reload", Some("t0ken"), "")
             .status,
@@ -387,15 +382,12 @@ fn one_tenants_burst_cannot_fill_the_hold_queue() {
     let _alone = LOAD.lock().unwrap_or_else(|e| e.into_inner());
     // The only instance boots in 3 s: until then every request is held.
     let backend = Backend::spawn(free_port(), Duration::from_secs(3));
-    let fc = Forecourt::start(&format!(
-        "{HEADER}services:
-  - name: web
-    routes: [{{ path_prefix: / }}]
-    instances: [{{ address: \"{}\" }}]
-    health_check: {{ interval: 100ms, timeout: 100ms, healthy_threshold: 1 }}
-    hold: {{ max_requests: 8, max_per_tenant: 2, timeout: 15s }}
+    let fc = Forecourt::start(&web_policy(
+        "",
+        backend.addr(),
+        "    health_check: { interval: 100ms, timeout: 100ms, healthy_threshold: 1 }
+    hold: { max_requests: 8, max_per_tenant: 2, timeout: 15s }
 ",
-        backend.addr()
     ));
     let proxy = fc.proxy;
     let (noisy, quiet) = std::thread::scope(|scope| {

@@ -192,27 +192,23 @@ pids_of() {
   echo "$main"
   if [ "$1" = nginx ]; then pgrep -P "$main" || true; fi
 }
-cpu_ticks() {  # utime + stime, in clock ticks, summed over the processes
-  local t=0 p v
+# stat_ticks AWK_EXPR PID...: a /proc/<pid>/stat field expression, in clock ticks, summed.
+stat_ticks() {
+  local expr=$1 t=0 p v
+  shift
   for p in "$@"; do
-    v=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)
+    v=$(awk "{print $expr}" "/proc/$p/stat" 2>/dev/null || echo 0)
     t=$((t + v))
   done
   echo "$t"
 }
+cpu_ticks() { stat_ticks '$14 + $15' "$@"; }  # utime + stime
 CLK_TCK=$(getconf CLK_TCK)
 
 # Disturbance check: user CPU time the whole machine spent during a measurement, minus what
 # the proxy, the backend and the load generator spent, is what other processes took. Also the
 # hypervisor's steal time. Both in clock ticks, summed over all cores.
-utime_ticks() {
-  local t=0 p v
-  for p in "$@"; do
-    v=$(awk '{print $14}' "/proc/$p/stat" 2>/dev/null || echo 0)
-    t=$((t + v))
-  done
-  echo "$t"
-}
+utime_ticks() { stat_ticks '$14' "$@"; }
 snapshot() {  # sets SNAP_USER, SNAP_STEAL, SNAP_OURS, SNAP_CHILDREN for the processes given
   read -r SNAP_USER SNAP_STEAL < <(awk '/^cpu /{print $2 + $3, $9; exit}' /proc/stat)
   SNAP_OURS=$(utime_ticks "$@")

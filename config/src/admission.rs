@@ -126,19 +126,8 @@ impl Checker<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
-    use crate::{LoadError, Policy};
-
-    fn parse(text: &str) -> Result<Policy, Vec<String>> {
-        Policy::parse(text, Path::new("p.yaml")).map_err(|e| match e {
-            LoadError::Invalid { problems, .. } => {
-                problems.iter().map(ToString::to_string).collect()
-            }
-            other => vec![other.to_string()],
-        })
-    }
+    use crate::policy::parse_rendered as parse;
 
     #[test]
     fn resolves_tenant_class_service_and_global_limits() {

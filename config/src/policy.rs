@@ -762,5 +762,15 @@ fn is_label(name: &str) -> bool {
         && !name.ends_with('-')
 }
 
+/// Parses `text` as the file `p.yaml`: the policy, or every problem rendered as a user sees
+/// it. Shared by the config crate's tests.
+#[cfg(test)]
+pub(crate) fn parse_rendered(text: &str) -> Result<Policy, Vec<String>> {
+    Policy::parse(text, Path::new("p.yaml")).map_err(|e| match e {
+        LoadError::Invalid { problems, .. } => problems.iter().map(ToString::to_string).collect(),
+        other => vec![other.to_string()],
+    })
+}
+
 #[cfg(test)]
 mod tests;

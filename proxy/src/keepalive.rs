@@ -44,10 +44,9 @@ pub struct KeepAliveApp<A> {
 
 /// The limits on a request header's arrival, read for every request.
 pub trait HeaderLimits: Send + Sync {
-    /// How long a request header may take from its first byte to its end.
-    fn header_timeout(&self) -> Duration;
-    /// Bytes of header read before giving the request to the parser anyway (it refuses it).
-    fn max_header_bytes(&self) -> usize;
+    /// How long a request header may take from its first byte to its end, and the bytes of header
+    /// read before giving the request to the parser anyway (it refuses it). Read once a request.
+    fn header_limits(&self) -> (Duration, usize);
     /// Called when a client's header did not arrive in time (for metrics).
     fn header_timed_out(&self) {}
 }
@@ -62,12 +61,8 @@ pub struct FixedHeaderLimits {
 }
 
 impl HeaderLimits for FixedHeaderLimits {
-    fn header_timeout(&self) -> Duration {
-        self.timeout
-    }
-
-    fn max_header_bytes(&self) -> usize {
-        self.max_bytes
+    fn header_limits(&self) -> (Duration, usize) {
+        (self.timeout, self.max_bytes)
     }
 }
 
@@ -172,8 +167,8 @@ where
                 return None;
             };
             // The whole header must arrive within the header timeout of its first byte.
-            let deadline = tokio::time::Instant::now() + self.limits.header_timeout();
-            let max_bytes = self.limits.max_header_bytes();
+            let (timeout, max_bytes) = self.limits.header_limits();
+            let deadline = tokio::time::Instant::now() + timeout;
             if !rest_of_header(&mut stream, &mut first, deadline, max_bytes).await {
                 self.limits.header_timed_out();
                 let _ = stream.write_all(REQUEST_TIMEOUT).await;

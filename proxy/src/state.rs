@@ -255,12 +255,10 @@ pub struct FrontDoor {
 }
 
 impl crate::keepalive::HeaderLimits for FrontDoor {
-    fn header_timeout(&self) -> std::time::Duration {
-        self.snapshot.load().policy.limits.header_timeout
-    }
-
-    fn max_header_bytes(&self) -> usize {
-        self.snapshot.load().policy.limits.max_header_bytes
+    fn header_limits(&self) -> (std::time::Duration, usize) {
+        let snapshot = self.snapshot.load();
+        let limits = &snapshot.policy.limits;
+        (limits.header_timeout, limits.max_header_bytes)
     }
 
     fn header_timed_out(&self) {
