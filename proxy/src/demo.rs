@@ -102,6 +102,7 @@ pub fn run(options: DemoOptions) -> anyhow::Result<String> {
         &ServerOptions {
             threads: 1,
             upgrade: false,
+            exit_when_drained: false,
         },
     )?;
     let stop = Arc::new(tokio::sync::Notify::new());

@@ -210,7 +210,14 @@ fn main() -> ExitCode {
             front_door.config.set_path(&config);
             let threads = threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-            match server::build(front_door, &server::ServerOptions { threads, upgrade }) {
+            match server::build(
+                front_door,
+                &server::ServerOptions {
+                    threads,
+                    upgrade,
+                    exit_when_drained: true,
+                },
+            ) {
                 Ok(server) => server.run_forever(),
                 Err(e) => {
                     eprintln!("error: {e:#}");

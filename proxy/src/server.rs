@@ -25,6 +25,10 @@ pub struct ServerOptions {
     pub threads: usize,
     /// Take over the listening sockets of a running Forecourt (graceful upgrade).
     pub upgrade: bool,
+    /// The server is the process: on SIGTERM it waits for requests in flight (up to
+    /// `limits.drain_timeout`) and exits the process once they are done. False when embedded
+    /// (the demo), whose caller stops its own traffic first and needs `run` to return.
+    pub exit_when_drained: bool,
 }
 
 /// Runs one health checker per service of the current snapshot, and follows reloads: new
@@ -265,10 +269,12 @@ pub fn build(front_door: Arc<FrontDoor>, options: &ServerOptions) -> anyhow::Res
     }
 
     let mut conf = server_conf(options.threads);
-    // SIGTERM: Pingora stops accepting, then waits this long before cutting what is left; the
-    // drain watcher ends the process as soon as nothing is in flight.
-    conf.grace_period_seconds =
-        Some(snapshot.policy.limits.drain_timeout.as_secs_f64().ceil() as u64);
+    if options.exit_when_drained {
+        // SIGTERM: Pingora stops accepting, then waits this long before cutting what is left;
+        // the drain watcher ends the process as soon as nothing is in flight.
+        conf.grace_period_seconds =
+            Some(snapshot.policy.limits.drain_timeout.as_secs_f64().ceil() as u64);
+    }
     // One upgrade socket per proxy address, so Forecourts on one host upgrade independently.
     conf.upgrade_sock = upgrade_socket(listeners.proxy);
     let opt = Opt {
@@ -296,10 +302,12 @@ pub fn build(front_door: Arc<FrontDoor>, options: &ServerOptions) -> anyhow::Res
         "control loop",
         crate::control::ControlLoop(front_door.clone()),
     ));
-    server.add_service(background_service(
-        "drain watcher",
-        DrainWatcher(front_door.clone()),
-    ));
+    if options.exit_when_drained {
+        server.add_service(background_service(
+            "drain watcher",
+            DrainWatcher(front_door.clone()),
+        ));
+    }
     server.add_service(background_service(
         "cache refresher",
         CacheRefresher(front_door.clone()),
