@@ -258,7 +258,7 @@ mod tests {
             "p.yaml:7:27: services[0].hold.max_requests: at most 100000",
             "p.yaml:7:45: services[0].hold.timeout: at most 5m",
             "p.yaml:5:5: services[0].launch: a launched service needs scaling:",
-            "p.yaml:4:5: services[0].instances: give either a fixed instance list or launch:",
+            "p.yaml:4:5: services[0].instances: give one of a fixed instance list, launch: or kubernetes:",
         ];
         for want in expected {
             assert!(

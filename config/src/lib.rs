@@ -15,15 +15,18 @@
 pub mod admission;
 pub mod cache;
 pub mod forecast;
+pub mod kubernetes;
 pub mod launch;
 mod policy;
 pub mod scaling;
 pub mod schema;
 pub mod source_map;
+pub mod versions;
 
 pub use admission::{AdminAccess, RateLimit};
 pub use cache::{CacheConfig, WarmConfig};
 pub use forecast::{EventChange, EventConfig, ForecastConfig};
+pub use kubernetes::{KubernetesConfig, LeaderElection, PortSpec, ServiceKubernetes};
 pub use launch::{Hold, LaunchConfig};
 pub use policy::{
     Ejection, HealthCheck, InstanceConfig, Limits, Listeners, LoadError, Metadata, Policy, Problem,
@@ -35,3 +38,4 @@ pub use scaling::{
 };
 pub use schema::Balance;
 pub use source_map::Position;
+pub use versions::{UntilReady, VersionConfig, WhenIdle};

@@ -41,6 +41,8 @@ pub struct Policy {
     pub services: Vec<ServiceConfig>,
     /// Forecast horizons and scheduled events.
     pub forecast: ForecastConfig,
+    /// How Forecourt talks to Kubernetes (defaults when the file has no `kubernetes:`).
+    pub kubernetes: crate::kubernetes::KubernetesConfig,
 }
 
 /// Listener addresses.
@@ -121,6 +123,10 @@ pub struct ServiceConfig {
     pub warm: Option<crate::cache::WarmConfig>,
     /// Rate and concurrency limits of the whole service, when it has `limits:`.
     pub limits: Option<crate::admission::RateLimit>,
+    /// Where it runs on Kubernetes (the `kubernetes` orchestrator), when it has `kubernetes:`.
+    pub kubernetes: Option<crate::kubernetes::ServiceKubernetes>,
+    /// Versions pre-deployed for feature-flagged requests.
+    pub versions: Vec<crate::versions::VersionConfig>,
 }
 
 /// A route: every criterion given must match. Host is lowercase without port.
@@ -399,6 +405,7 @@ impl Checker<'_> {
         });
         crate::scaling::check_graph(&services, &mut |path, message| self.problem(path, message));
         let forecast = self.forecast(raw.forecast, &services);
+        let kubernetes = self.kubernetes(raw.kubernetes.as_ref());
         let admin = crate::admission::AdminAccess {
             public_reads: raw.admin.public_reads.unwrap_or(false),
         };
@@ -409,6 +416,7 @@ impl Checker<'_> {
             services,
             forecast,
             admin,
+            kubernetes,
         }
     }
 
@@ -572,11 +580,45 @@ impl Checker<'_> {
             }
             (_, scaling) => scaling,
         };
-        if launch.is_some() && !instances.is_empty() {
+        let kubernetes = spec
+            .kubernetes
+            .as_ref()
+            .map(|k| self.service_kubernetes(at, k));
+        let backends = [
+            launch.is_some(),
+            !instances.is_empty(),
+            kubernetes.is_some(),
+        ];
+        if backends.iter().filter(|b| **b).count() > 1 {
             self.problem(
                 &format!("{at}.instances"),
-                "give either a fixed instance list or launch:, not both",
+                "give one of a fixed instance list, launch: or kubernetes:",
             );
+        }
+        let versions = self.versions(at, &spec.versions);
+        for (j, version) in versions.iter().enumerate() {
+            let path = format!("{at}.versions[{j}]");
+            if kubernetes.is_some() && version.image.is_none() && version.labels.is_empty() {
+                self.problem(
+                    &format!("{path}.image"),
+                    "a version on Kubernetes needs an image or labels that tell it from the stable pods",
+                );
+            }
+            if launch.is_none() && kubernetes.is_none() && version.command.is_some() {
+                self.problem(
+                    &format!("{path}.command"),
+                    "only a launched service runs commands",
+                );
+            }
+            if !instances.is_empty() && !instances.iter().any(|i| i.version == version.version) {
+                self.problem(
+                    &format!("{path}.version"),
+                    format!(
+                        "no instance in the fixed list has version {:?}",
+                        version.version
+                    ),
+                );
+            }
         }
         ServiceConfig {
             name: spec.name,
@@ -595,6 +637,8 @@ impl Checker<'_> {
             cache,
             warm,
             limits,
+            kubernetes,
+            versions,
         }
     }
 

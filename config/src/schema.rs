@@ -32,6 +32,8 @@ pub struct PolicyFile {
     /// Who may use the admin API.
     #[serde(default)]
     pub admin: crate::admission::AdminSpec,
+    /// How Forecourt talks to Kubernetes, for services that run there.
+    pub kubernetes: Option<crate::kubernetes::KubernetesSpec>,
 }
 
 /// Listener addresses, as `ip:port` strings.
@@ -213,6 +215,11 @@ pub struct ServiceSpec {
     pub warm: Option<crate::cache::WarmSpec>,
     /// Rate and concurrency limits of the whole service.
     pub limits: Option<crate::admission::RateSpec>,
+    /// Run on Kubernetes: the Deployment scaled and the Service whose endpoints are watched.
+    pub kubernetes: Option<crate::kubernetes::ServiceKubernetesSpec>,
+    /// Versions pre-deployed for feature-flagged requests.
+    #[serde(default)]
+    pub versions: Vec<crate::versions::VersionSpec>,
 }
 
 /// One route: every criterion given must match.

@@ -20,6 +20,7 @@ pub mod backend;
 pub mod control;
 pub mod health;
 pub mod kpa;
+pub mod kubernetes;
 pub mod local;
 pub mod ready;
 pub mod replay;

@@ -178,3 +178,86 @@ fn example_policy_is_valid() {
     let policy = Policy::load(&path).expect("the shipped example must be valid");
     assert!(!policy.services.is_empty());
 }
+
+const KUBERNETES: &str = "\
+kubernetes:
+  namespace: shop
+  leader_election: { lease: edge, duration: 10s }
+services:
+  - name: shop
+    kubernetes: { deployment: shop-web, port: http }
+    versions:
+      - flag: beta
+        image: registry.example/shop:2.0
+        labels: { track: beta, app.kubernetes.io/version: \"2.0\" }
+        until_ready: hold
+        grace: 1m
+";
+
+#[test]
+fn kubernetes_service_and_versions_resolve_defaults() {
+    let policy = parse(KUBERNETES).expect("valid");
+    assert_eq!(policy.kubernetes.namespace.as_deref(), Some("shop"));
+    assert_eq!(policy.kubernetes.field_manager, "forecourt");
+    assert_eq!(policy.kubernetes.leader_election.lease, "edge");
+    assert_eq!(
+        policy.kubernetes.leader_election.duration,
+        Duration::from_secs(10)
+    );
+    let shop = policy.service("shop").expect("shop");
+    let k8s = shop.kubernetes.as_ref().expect("kubernetes");
+    assert_eq!(k8s.deployment, "shop-web");
+    assert_eq!(
+        k8s.service, "shop-web",
+        "the Service defaults to the deployment"
+    );
+    assert_eq!(k8s.port, Some(crate::PortSpec::Name("http".into())));
+    let beta = &shop.versions[0];
+    assert_eq!(beta.version, "beta", "the version defaults to the flag");
+    assert_eq!(beta.replicas, 1);
+    assert_eq!(beta.until_ready, crate::UntilReady::Hold);
+    assert_eq!(beta.when_idle, crate::WhenIdle::ScaleToZero);
+    assert_eq!(beta.grace, Duration::from_secs(60));
+    assert_eq!(beta.labels.len(), 2);
+}
+
+#[test]
+fn kubernetes_and_version_problems_are_located() {
+    let found = problems(
+        "\
+kubernetes:
+  namespace: Shop
+  leader_election: { duration: 1s }
+services:
+  - name: shop
+    kubernetes: { deployment: web_1, port: 0 }
+    instances: [{ address: 127.0.0.1:9000 }]
+    versions:
+      - flag: Beta Test
+      - flag: beta
+        version: stable
+        labels: { \"-bad\": x }
+        replicas: 0
+",
+    );
+    let text: Vec<String> = found
+        .iter()
+        .map(|p| format!("{}: {}", p.position.map_or(0, |p| p.line), p.message))
+        .collect();
+    let has = |line: usize, words: &str| {
+        assert!(
+            text.iter()
+                .any(|t| t.starts_with(&format!("{line}: ")) && t.contains(words)),
+            "no problem on line {line} with {words:?} in {text:#?}"
+        );
+    };
+    has(2, "not a Kubernetes name");
+    has(3, "between 2s and 5m");
+    has(6, "not a Kubernetes name");
+    has(6, "port 0");
+    has(7, "one of a fixed instance list, launch: or kubernetes:");
+    has(9, "must be 1-30 lowercase");
+    has(11, "the version unflagged requests go to");
+    has(12, "not a Kubernetes label key");
+    has(13, "between 1 and 100");
+}

@@ -1,0 +1,1 @@
+//! Leader election and window publishing between Forecourt replicas (being written).
