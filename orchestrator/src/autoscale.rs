@@ -35,6 +35,54 @@ pub struct ServiceView<'a> {
     pub held: u32,
     /// Mean request latency in seconds (0 when unknown).
     pub mean_latency_secs: f64,
+    /// The load the other Forecourt replicas see (zero with one replica).
+    pub peers: PeerLoad,
+    /// Whether this replica may order capacity for the service (on Kubernetes, only the leader).
+    pub may_order: bool,
+}
+
+/// The sum of the other Forecourt replicas' live load on one service, from their published
+/// windows: the leader adds it to its own before deciding.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PeerLoad {
+    /// Requests per second over the stable window.
+    pub stable_rate: f64,
+    /// Requests per second over the panic window.
+    pub panic_rate: f64,
+    /// Mean requests in flight over the stable window.
+    pub stable_concurrency: f64,
+    /// Mean requests in flight over the panic window.
+    pub panic_concurrency: f64,
+    /// Their forecasts at the horizon, summed, when any has one.
+    pub forecast: Option<ForecastAtHorizon>,
+    /// Requests they hold.
+    pub held: u32,
+}
+
+impl PeerLoad {
+    /// The sum of `service`'s windows over `peers`.
+    pub fn sum(peers: &[crate::kubernetes::leader::ReplicaWindows], service: &str) -> Self {
+        let mut load = Self::default();
+        for window in peers
+            .iter()
+            .flat_map(|p| p.services.iter().filter(|s| s.service == service))
+        {
+            load.stable_rate += window.stable_rate;
+            load.panic_rate += window.panic_rate;
+            load.stable_concurrency += window.stable_concurrency;
+            load.panic_concurrency += window.panic_concurrency;
+            load.held = load.held.saturating_add(window.held);
+            if let (Some(point), Some(upper)) = (window.forecast_point, window.forecast_upper) {
+                let sum = load.forecast.get_or_insert(ForecastAtHorizon {
+                    point: 0.0,
+                    upper: 0.0,
+                });
+                sum.point += point;
+                sum.upper += upper;
+            }
+        }
+        load
+    }
 }
 
 /// The last decision for one service, for the admin API, metrics and the demo.
@@ -118,6 +166,7 @@ pub struct ServiceScaler {
     time_to_ready: TimeToReady,
     last_ready: u32,
     last_arrival_ms: Option<u64>,
+    local: crate::kubernetes::leader::ServiceWindows,
 }
 
 /// What the scaler needs to know about one service at a tick, besides its windows and forecast.
@@ -133,6 +182,8 @@ pub struct ServiceNow {
     pub mean_latency_secs: f64,
     /// Extra req/s pushed by upstream services.
     pub dependency_demand: f64,
+    /// The other Forecourt replicas' load.
+    pub peers: PeerLoad,
 }
 
 // === impl ServiceScaler ===
@@ -184,25 +235,49 @@ impl ServiceScaler {
         let panic_ms = millis(scaling.panic.window);
         let windows = predictor.service(id);
         let rate = |span| windows.map_or(0.0, |w| w.arrival_rate(now_ms, span));
+        let concurrency = |span| windows.map_or(0.0, |w| w.average_concurrency(now_ms, span));
+        let forecast = forecast.map(|f| ForecastAtHorizon {
+            point: f.point,
+            upper: f.upper,
+        });
+        self.local = crate::kubernetes::leader::ServiceWindows {
+            service: String::new(),
+            stable_rate: rate(stable_ms),
+            panic_rate: rate(panic_ms),
+            stable_concurrency: concurrency(stable_ms),
+            panic_concurrency: concurrency(panic_ms),
+            forecast_point: forecast.map(|f| f.point),
+            forecast_upper: forecast.map(|f| f.upper),
+            held: service.held,
+            flagged: Vec::new(),
+        };
+        let peers = service.peers;
+        if peers.stable_rate > 0.0 || peers.held > 0 {
+            self.last_arrival_ms = Some(now_ms);
+        }
+        let forecast = match (forecast, peers.forecast) {
+            (Some(own), Some(theirs)) => Some(ForecastAtHorizon {
+                point: own.point + theirs.point,
+                upper: own.upper + theirs.upper,
+            }),
+            (own, theirs) => own.or(theirs),
+        };
         let inputs = ScalingInputs {
             now_ms,
             current: service.ordered,
             ready: service.ready,
-            stable_rate: rate(stable_ms),
-            panic_rate: rate(panic_ms),
-            stable_concurrency: windows.map_or(0.0, |w| w.average_concurrency(now_ms, stable_ms)),
-            panic_concurrency: windows.map_or(0.0, |w| w.average_concurrency(now_ms, panic_ms)),
+            stable_rate: self.local.stable_rate + peers.stable_rate,
+            panic_rate: self.local.panic_rate + peers.panic_rate,
+            stable_concurrency: self.local.stable_concurrency + peers.stable_concurrency,
+            panic_concurrency: self.local.panic_concurrency + peers.panic_concurrency,
             mean_latency_secs: service.mean_latency_secs,
-            forecast: forecast.map(|f| ForecastAtHorizon {
-                point: f.point,
-                upper: f.upper,
-            }),
+            forecast,
             dependency_demand: if scaling.predictive {
                 service.dependency_demand
             } else {
                 0.0
             },
-            held_requests: service.held,
+            held_requests: service.held.saturating_add(peers.held),
             last_arrival_ms: self.last_arrival_ms,
         };
         decide(scaling, &mut self.state, &inputs)
@@ -295,17 +370,18 @@ impl Autoscaler {
                 continue;
             };
             let memory = self.memory.entry(name.to_owned()).or_default();
-            let ready = u32::try_from(view.instances.ready().instances.len()).unwrap_or(u32::MAX);
+            let ready = u32::try_from(view.instances.ready().unflagged().len()).unwrap_or(u32::MAX);
             let now = ServiceNow {
                 ordered: self.orchestrator.replicas(name, DEFAULT_VERSION),
                 ready,
                 held: view.held,
                 mean_latency_secs: view.mean_latency_secs,
                 dependency_demand: extra,
+                peers: view.peers,
             };
             let decision = memory.decide(scaling, predictor, id, forecast, now, now_ms);
             let mut error = None;
-            if decision.changed() {
+            if decision.changed() && view.may_order {
                 error = order(
                     self.orchestrator.as_ref(),
                     &self.counters,
@@ -337,6 +413,20 @@ impl Autoscaler {
             });
         }
         self.board.store(Arc::new(ScalingBoard { services: board }));
+    }
+
+    /// This replica's own load per scaled service at the last tick, as published for the leader.
+    pub fn local_windows(&self) -> Vec<crate::kubernetes::leader::ServiceWindows> {
+        let mut windows: Vec<_> = self
+            .memory
+            .iter()
+            .map(|(name, memory)| crate::kubernetes::leader::ServiceWindows {
+                service: name.clone(),
+                ..memory.local.clone()
+            })
+            .collect();
+        windows.sort_by(|a, b| a.service.cmp(&b.service));
+        windows
     }
 }
 
@@ -481,6 +571,8 @@ mod tests {
                     instances,
                     held: if config.name == "shop" { held } else { 0 },
                     mean_latency_secs: 0.0,
+                    peers: PeerLoad::default(),
+                    may_order: true,
                 })
                 .collect()
         };

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  control loop ── set_replicas(service, version, n) ──► backend (local | static | kubernetes)
-//!       ▲                                                     │ starts / stops instances
+//!       ▲         remove_version(service, version) ───►       │ starts / stops instances
 //!       └──────── updates(): Reset, Add, Remove ◄─────────────┘
 //!                    │
 //!                    └─► Fleet / health checker ─► confirmed-ready set ─► Drain (in-flight counts)
@@ -122,6 +122,14 @@ pub enum OrchestratorError {
         #[source]
         source: io::Error,
     },
+    /// The orchestrator's API (Kubernetes) refused or did not answer; the order is retried.
+    #[error("service {service}: {reason}")]
+    Api {
+        /// The service.
+        service: String,
+        /// The last failure, in words.
+        reason: String,
+    },
     /// `shutdown` was called; the backend takes no more orders.
     #[error("the orchestrator is shutting down")]
     ShuttingDown,
@@ -147,6 +155,15 @@ pub trait Orchestrator: Send + Sync + 'static {
 
     /// Replicas currently ordered for `service`/`version` (0 when unknown).
     fn replicas(&self, service: &str, version: &str) -> u32;
+
+    /// Removes what was created for a flagged `version` of `service` beyond its replica count
+    /// (on Kubernetes, the version's Deployment); idempotent. Called after its replicas were
+    /// ordered to 0 when the policy says `when_idle: delete`. The default does nothing: a
+    /// backend whose versions are only replica counts (local processes) needs no more.
+    async fn remove_version(&self, service: &str, version: &str) -> Result<(), OrchestratorError> {
+        let _ = (service, version);
+        Ok(())
+    }
 
     /// A new subscription to instance changes: starts with one `Reset` per known service, then
     /// every `Add`/`Remove` in order; each call gets its own feed, so a restarted consumer simply

@@ -1,5 +1,907 @@
 //! The `kubernetes` orchestrator: scales Deployments through their `scale` subresource, watches
-//! EndpointSlices for the instances that exist, pre-deploys flagged versions, and elects one
-//! Forecourt replica to make the scaling decisions.
+//! EndpointSlices for the instances that exist, pre-deploys flagged versions, and (in
+//! [`leader`]) elects the one Forecourt replica that makes the scaling decisions.
+//!
+//! ```text
+//!  control loop ─ set_replicas(service, version, n) ─► ScaleTarget task (one per service/version)
+//!                                                         │ GET scale ─ someone else changed it? log, re-plan
+//!                                                         │ PATCH scale {spec.replicas: n} (merge, field manager)
+//!                                                         │ version: create Deployment + headless Service first
+//!                                                         └ failure: count, log, retry with back-off
+//!  EndpointSlice watches (one per Service) ─► endpoints::ServiceEndpoints ─► Update::Reset ─► Fleet
+//!                                                                              └─► health checker confirms
+//! ```
+//!
+//! Nothing here is on the request path. When the API server is slow, failing or unreachable,
+//! the proxy keeps routing on the last instance list (a watch that restarts relists before it
+//! replaces anything), and orders are retried with exponential back-off.
 
+pub mod cluster;
+pub mod endpoints;
 pub mod leader;
+mod retry;
+pub mod version;
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ahash::AHashMap;
+use async_trait::async_trait;
+use forecourt_config::{KubernetesConfig, Policy, PortSpec, VersionConfig, DEFAULT_VERSION};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::backend::{InstanceInfo, Orchestrator, OrchestratorError, Update};
+use endpoints::{ServiceEndpoints, SliceStore};
+use retry::{Backoff, Throttle};
+
+/// Longest wait for one API call before it counts as failed.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often each scaled target re-reads its scale to notice changes made by someone else.
+const RESYNC: Duration = Duration::from_secs(5);
+
+/// One Forecourt service that runs on Kubernetes, with names resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubernetesService {
+    /// The Forecourt service.
+    pub name: String,
+    /// Namespace of its Deployment and Service.
+    pub namespace: String,
+    /// The stable Deployment.
+    pub deployment: String,
+    /// The Service whose EndpointSlices list the stable instances.
+    pub endpoints_service: String,
+    /// Which EndpointSlice port.
+    pub port: Option<PortSpec>,
+    /// Versions pre-deployed for flagged traffic.
+    pub versions: Vec<VersionConfig>,
+}
+
+impl KubernetesService {
+    /// Every service of `policy` that runs on Kubernetes; `default_namespace` fills in where
+    /// neither the service nor `kubernetes.namespace` names one.
+    pub fn from_policy(policy: &Policy, default_namespace: &str) -> Vec<Self> {
+        policy
+            .services
+            .iter()
+            .filter_map(|service| {
+                let k8s = service.kubernetes.as_ref()?;
+                Some(Self {
+                    name: service.name.clone(),
+                    namespace: k8s
+                        .namespace
+                        .clone()
+                        .or_else(|| policy.kubernetes.namespace.clone())
+                        .unwrap_or_else(|| default_namespace.to_owned()),
+                    deployment: k8s.deployment.clone(),
+                    endpoints_service: k8s.service.clone(),
+                    port: k8s.port.clone(),
+                    versions: service.versions.clone(),
+                })
+            })
+            .collect()
+    }
+
+    fn version(&self, version: &str) -> Option<&VersionConfig> {
+        self.versions.iter().find(|v| v.version == version)
+    }
+
+    /// What the endpoint watches depend on: a change restarts them.
+    fn watch_key(&self) -> (String, String, Option<PortSpec>, Vec<String>) {
+        (
+            self.namespace.clone(),
+            self.endpoints_service.clone(),
+            self.port.clone(),
+            self.versions.iter().map(|v| v.version.clone()).collect(),
+        )
+    }
+}
+
+/// A Kubernetes API call Forecourt makes, for error counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiCall {
+    /// GET of a Deployment's scale.
+    ReadScale,
+    /// PATCH of a Deployment's scale.
+    PatchScale,
+    /// Creating a version's Deployment or Service.
+    CreateVersion,
+    /// Deleting a version's Deployment or Service.
+    DeleteVersion,
+    /// An EndpointSlice list or watch.
+    WatchEndpoints,
+}
+
+impl ApiCall {
+    /// Every call, in metric order.
+    pub const ALL: [ApiCall; 5] = [
+        ApiCall::ReadScale,
+        ApiCall::PatchScale,
+        ApiCall::CreateVersion,
+        ApiCall::DeleteVersion,
+        ApiCall::WatchEndpoints,
+    ];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiCall::ReadScale => "read_scale",
+            ApiCall::PatchScale => "patch_scale",
+            ApiCall::CreateVersion => "create_version",
+            ApiCall::DeleteVersion => "delete_version",
+            ApiCall::WatchEndpoints => "watch_endpoints",
+        }
+    }
+}
+
+/// Counters of the Kubernetes backend, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct KubernetesStats {
+    errors: [AtomicU64; 5],
+    /// Scale patches that succeeded.
+    pub scale_patches: AtomicU64,
+    /// Replica counts found changed by someone else (a human, another controller).
+    pub external_changes: AtomicU64,
+    /// Endpoint watches that failed and were restarted.
+    pub watch_restarts: AtomicU64,
+    /// Endpoint-list changes handed to the proxy.
+    pub endpoint_updates: AtomicU64,
+}
+
+impl KubernetesStats {
+    /// Failed calls of one kind.
+    pub fn errors(&self, call: ApiCall) -> u64 {
+        self.errors[call as usize].load(Ordering::Relaxed)
+    }
+
+    fn failed(&self, call: ApiCall) {
+        self.errors[call as usize].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What the control loop wants of one (service, version) and what the API server last said.
+#[derive(Debug)]
+struct ScaleTarget {
+    /// Replicas ordered by the control loop (`None`: nothing to write).
+    ordered: watch::Sender<Option<u32>>,
+    /// `spec.replicas` as last read or written; `u32::MAX` until known.
+    observed: AtomicU32,
+    /// Delete the version's objects (and stop).
+    remove: watch::Sender<bool>,
+    /// The last failure, cleared by a success.
+    last_error: Mutex<Option<String>>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl ScaleTarget {
+    fn set_error(&self, error: Option<String>) {
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = error;
+    }
+
+    fn error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl Drop for ScaleTarget {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.get_mut().ok().and_then(Option::take) {
+            task.abort();
+        }
+    }
+}
+
+struct Shared {
+    client: kube::Client,
+    config: KubernetesConfig,
+    default_namespace: String,
+    stats: Arc<KubernetesStats>,
+    services: Mutex<Vec<KubernetesService>>,
+    targets: Mutex<AHashMap<(String, String), Arc<ScaleTarget>>>,
+    watches: Mutex<AHashMap<String, (WatchKey, JoinHandle<()>)>>,
+    instances: Mutex<AHashMap<String, Vec<InstanceInfo>>>,
+    subscribers: Mutex<Vec<UnboundedSender<Update>>>,
+    shutdown: watch::Sender<bool>,
+}
+
+type WatchKey = (String, String, Option<PortSpec>, Vec<String>);
+
+/// Orders capacity from Kubernetes and reports the instances its EndpointSlices list.
+#[derive(Clone)]
+pub struct KubernetesOrchestrator {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for KubernetesOrchestrator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubernetesOrchestrator")
+            .field("services", &self.services())
+            .finish_non_exhaustive()
+    }
+}
+
+impl KubernetesOrchestrator {
+    /// A backend for the services of `policy` that run on Kubernetes, talking through `client`;
+    /// starts their endpoint watches (call inside a Tokio runtime). `default_namespace` is used
+    /// where neither a service nor `kubernetes.namespace` names one.
+    pub fn new(client: kube::Client, policy: &Policy, default_namespace: &str) -> Self {
+        let config = policy.kubernetes.clone();
+        let services = KubernetesService::from_policy(policy, default_namespace);
+        let (shutdown, _) = watch::channel(false);
+        let orchestrator = Self {
+            shared: Arc::new(Shared {
+                client,
+                config,
+                default_namespace: default_namespace.to_owned(),
+                stats: Arc::new(KubernetesStats::default()),
+                services: Mutex::new(Vec::new()),
+                targets: Mutex::new(AHashMap::new()),
+                watches: Mutex::new(AHashMap::new()),
+                instances: Mutex::new(AHashMap::new()),
+                subscribers: Mutex::new(Vec::new()),
+                shutdown,
+            }),
+        };
+        orchestrator.configure(services);
+        orchestrator
+    }
+
+    /// The backend's counters.
+    pub fn stats(&self) -> Arc<KubernetesStats> {
+        Arc::clone(&self.shared.stats)
+    }
+
+    /// The names of the services it manages.
+    pub fn services(&self) -> Vec<String> {
+        lock(&self.shared.services)
+            .iter()
+            .map(|s| s.name.clone())
+            .collect()
+    }
+
+    /// Whether `service` runs on Kubernetes.
+    pub fn manages(&self, service: &str) -> bool {
+        lock(&self.shared.services)
+            .iter()
+            .any(|s| s.name == service)
+    }
+
+    /// Applies a reloaded policy: watches restart only where what they watch changed; targets
+    /// of services or versions that are gone stop (their Deployments are left as they are).
+    /// The top-level `kubernetes:` settings are read at start only.
+    pub fn reconfigure(&self, policy: &Policy) {
+        if policy.kubernetes != self.shared.config {
+            tracing::warn!(
+                "changes to the top-level kubernetes: settings take effect at the next start"
+            );
+        }
+        self.configure(KubernetesService::from_policy(
+            policy,
+            &self.shared.default_namespace,
+        ));
+    }
+
+    /// The namespace used where neither a service nor `kubernetes.namespace` names one.
+    pub fn default_namespace(&self) -> &str {
+        &self.shared.default_namespace
+    }
+
+    fn configure(&self, services: Vec<KubernetesService>) {
+        {
+            let mut watches = lock(&self.shared.watches);
+            watches.retain(|name, (key, task)| {
+                let keep = services
+                    .iter()
+                    .any(|s| s.name == *name && s.watch_key() == *key);
+                if !keep {
+                    task.abort();
+                }
+                keep
+            });
+            for service in &services {
+                if !watches.contains_key(&service.name) {
+                    let task = tokio::spawn(watch_endpoints(
+                        Arc::downgrade(&self.shared),
+                        service.clone(),
+                    ));
+                    watches.insert(service.name.clone(), (service.watch_key(), task));
+                }
+            }
+        }
+        lock(&self.shared.targets).retain(|(service, version), _| {
+            services.iter().any(|s| {
+                s.name == *service && (version == DEFAULT_VERSION || s.version(version).is_some())
+            })
+        });
+        lock(&self.shared.instances).retain(|name, _| services.iter().any(|s| s.name == *name));
+        *lock(&self.shared.services) = services;
+    }
+
+    fn service(&self, name: &str) -> Option<KubernetesService> {
+        lock(&self.shared.services)
+            .iter()
+            .find(|s| s.name == name)
+            .cloned()
+    }
+
+    fn target(
+        &self,
+        service: &KubernetesService,
+        version: &str,
+    ) -> Result<Arc<ScaleTarget>, OrchestratorError> {
+        if *self.shared.shutdown.borrow() {
+            return Err(OrchestratorError::ShuttingDown);
+        }
+        let versioned = if version == DEFAULT_VERSION {
+            None
+        } else {
+            Some(service.version(version).cloned().ok_or_else(|| {
+                OrchestratorError::InvalidSpec {
+                    service: service.name.clone(),
+                    reason: format!("no version {version:?} in its versions:"),
+                }
+            })?)
+        };
+        let mut targets = lock(&self.shared.targets);
+        let key = (service.name.clone(), version.to_owned());
+        if let Some(target) = targets.get(&key) {
+            return Ok(Arc::clone(target));
+        }
+        let target = Arc::new(ScaleTarget {
+            ordered: watch::channel(None).0,
+            observed: AtomicU32::new(u32::MAX),
+            remove: watch::channel(false).0,
+            last_error: Mutex::new(None),
+            task: Mutex::new(None),
+        });
+        let task = tokio::spawn(run_target(
+            Arc::downgrade(&self.shared),
+            Arc::downgrade(&target),
+            service.clone(),
+            versioned,
+        ));
+        *lock(&target.task) = Some(task);
+        targets.insert(key, Arc::clone(&target));
+        Ok(target)
+    }
+
+    fn broadcast(shared: &Shared, update: &Update) {
+        lock(&shared.subscribers).retain(|s| s.send(update.clone()).is_ok());
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[async_trait]
+impl Orchestrator for KubernetesOrchestrator {
+    fn kind(&self) -> &'static str {
+        "kubernetes"
+    }
+
+    async fn set_replicas(
+        &self,
+        service: &str,
+        version: &str,
+        replicas: u32,
+    ) -> Result<(), OrchestratorError> {
+        let config = self
+            .service(service)
+            .ok_or_else(|| OrchestratorError::UnknownService {
+                service: service.to_owned(),
+            })?;
+        let target = self.target(&config, version)?;
+        target.ordered.send_if_modified(|ordered| {
+            let changed = *ordered != Some(replicas);
+            *ordered = Some(replicas);
+            changed
+        });
+        match target.error() {
+            Some(reason) => Err(OrchestratorError::Api {
+                service: service.to_owned(),
+                reason,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn replicas(&self, service: &str, version: &str) -> u32 {
+        let targets = lock(&self.shared.targets);
+        let Some(target) = targets.get(&(service.to_owned(), version.to_owned())) else {
+            return 0;
+        };
+        match target.observed.load(Ordering::Acquire) {
+            u32::MAX => target.ordered.borrow().unwrap_or(0),
+            observed => observed,
+        }
+    }
+
+    async fn remove_version(&self, service: &str, version: &str) -> Result<(), OrchestratorError> {
+        if version == DEFAULT_VERSION {
+            return Ok(());
+        }
+        let config = self
+            .service(service)
+            .ok_or_else(|| OrchestratorError::UnknownService {
+                service: service.to_owned(),
+            })?;
+        let target = self.target(&config, version)?;
+        target.remove.send_replace(true);
+        Ok(())
+    }
+
+    fn updates(&self) -> UnboundedReceiver<Update> {
+        let (tx, rx) = unbounded_channel();
+        let mut subscribers = lock(&self.shared.subscribers);
+        for (service, instances) in lock(&self.shared.instances).iter() {
+            let _ = tx.send(Update::Reset {
+                service: service.clone(),
+                instances: instances.clone(),
+            });
+        }
+        if !*self.shared.shutdown.borrow() {
+            subscribers.push(tx);
+        }
+        rx
+    }
+
+    async fn shutdown(&self) {
+        // Deployments keep running when Forecourt stops: only its own tasks end.
+        self.shared.shutdown.send_replace(true);
+        for (_, (_, task)) in lock(&self.shared.watches).drain() {
+            task.abort();
+        }
+        lock(&self.shared.targets).clear();
+        lock(&self.shared.subscribers).clear();
+    }
+}
+
+/// Watches the EndpointSlices of a service's stable Service and of each version's Service, and
+/// publishes the instance list whenever it changes.
+async fn watch_endpoints(shared: std::sync::Weak<Shared>, service: KubernetesService) {
+    let Some(strong) = shared.upgrade() else {
+        return;
+    };
+    let api: Api<EndpointSlice> = Api::namespaced(strong.client.clone(), &service.namespace);
+    drop(strong);
+    let mut watched = vec![service.endpoints_service.clone()];
+    watched.extend(
+        service
+            .versions
+            .iter()
+            .map(|v| version::version_object_name(&service.endpoints_service, &v.version)),
+    );
+    let streams = watched.iter().enumerate().map(|(index, name)| {
+        let config =
+            watcher::Config::default().labels(&format!("kubernetes.io/service-name={name}"));
+        watcher::watcher(api.clone(), config)
+            .default_backoff()
+            .map(move |event| (index, event))
+            .boxed()
+    });
+    let mut events = futures::stream::select_all(streams);
+    let mut known = ServiceEndpoints::default();
+    for v in &service.versions {
+        known.versions.insert(v.version.clone(), None);
+    }
+    let mut pending: Vec<Option<SliceStore>> = vec![None; watched.len()];
+    let mut throttle = Throttle::default();
+    let mut last: Option<Vec<InstanceInfo>> = None;
+    while let Some((index, event)) = events.next().await {
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let store = match index {
+            0 => &mut known.stable,
+            i => match service.versions.get(i - 1) {
+                Some(v) => known.versions.entry(v.version.clone()).or_default(),
+                None => continue,
+            },
+        };
+        match event {
+            Ok(Event::Init) => pending[index] = Some(SliceStore::default()),
+            Ok(Event::InitApply(slice)) => {
+                pending[index]
+                    .get_or_insert_with(SliceStore::default)
+                    .apply(&slice, service.port.as_ref());
+            }
+            Ok(Event::InitDone) => {
+                *store = Some(pending[index].take().unwrap_or_default());
+                let failures = throttle.succeeded();
+                if failures > 0 {
+                    tracing::info!(service = %service.name, failures, "endpoint watch is back");
+                }
+            }
+            Ok(Event::Apply(slice)) => store
+                .get_or_insert_with(SliceStore::default)
+                .apply(&slice, service.port.as_ref()),
+            Ok(Event::Delete(slice)) => {
+                if let Some(store) = store {
+                    store.delete(&slice);
+                }
+            }
+            Err(error) => {
+                shared.stats.failed(ApiCall::WatchEndpoints);
+                shared.stats.watch_restarts.fetch_add(1, Ordering::Relaxed);
+                let (log, failures) = throttle.failed(&error.to_string());
+                if log {
+                    tracing::warn!(
+                        service = %service.name,
+                        endpoints = %watched[index],
+                        %error,
+                        failures,
+                        "endpoint watch failed; routing continues on the last known instances while it retries"
+                    );
+                }
+                continue;
+            }
+        }
+        let Some(instances) = known.instances(DEFAULT_VERSION) else {
+            continue;
+        };
+        if last.as_ref() == Some(&instances) {
+            continue;
+        }
+        tracing::info!(
+            service = %service.name,
+            instances = instances.len(),
+            "endpoints changed"
+        );
+        last = Some(instances.clone());
+        shared
+            .stats
+            .endpoint_updates
+            .fetch_add(1, Ordering::Relaxed);
+        lock(&shared.instances).insert(service.name.clone(), instances.clone());
+        KubernetesOrchestrator::broadcast(
+            &shared,
+            &Update::Reset {
+                service: service.name.clone(),
+                instances,
+            },
+        );
+    }
+}
+
+/// Why one step of a scale target failed.
+struct StepError {
+    call: ApiCall,
+    message: String,
+}
+
+fn step_error(call: ApiCall) -> impl Fn(StepFailure) -> StepError {
+    move |failure| StepError {
+        call,
+        message: failure.to_string(),
+    }
+}
+
+/// A failed or timed-out API call.
+#[derive(Debug, thiserror::Error)]
+enum StepFailure {
+    /// The API server answered with an error, or the connection failed.
+    #[error(transparent)]
+    Api(#[from] kube::Error),
+    /// No answer within [`CALL_TIMEOUT`].
+    #[error("no answer within {}s", CALL_TIMEOUT.as_secs())]
+    Timeout,
+    /// The objects found cannot be used.
+    #[error("{0}")]
+    Unusable(String),
+}
+
+impl StepFailure {
+    fn is_status(&self, code: u16) -> bool {
+        matches!(self, StepFailure::Api(kube::Error::Api(status)) if status.code == code)
+    }
+}
+
+async fn call<T>(
+    future: impl std::future::Future<Output = Result<T, kube::Error>>,
+) -> Result<T, StepFailure> {
+    match tokio::time::timeout(CALL_TIMEOUT, future).await {
+        Ok(result) => result.map_err(StepFailure::from),
+        Err(_) => Err(StepFailure::Timeout),
+    }
+}
+
+/// `Some(object)`, `None` on 404, or the failure.
+async fn get_opt<K>(api: &Api<K>, name: &str) -> Result<Option<K>, StepFailure>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    call(api.get_opt(name)).await
+}
+
+/// Creates `object`; one that already exists is fine.
+async fn create<K>(api: &Api<K>, object: &K) -> Result<(), StepFailure>
+where
+    K: Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match call(api.create(&PostParams::default(), object)).await {
+        Err(failure) if failure.is_status(409) => Ok(()),
+        other => other.map(drop),
+    }
+}
+
+/// Deletes `name`; one already gone is fine.
+async fn delete<K>(api: &Api<K>, name: &str) -> Result<(), StepFailure>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match call(api.delete(name, &DeleteParams::background())).await {
+        Err(failure) if failure.is_status(404) => Ok(()),
+        other => other.map(drop),
+    }
+}
+
+/// The task behind one (service, version): reads and patches its scale, creating or removing a
+/// version's objects first, until the target is dropped.
+async fn run_target(
+    shared: std::sync::Weak<Shared>,
+    target: std::sync::Weak<ScaleTarget>,
+    service: KubernetesService,
+    version: Option<VersionConfig>,
+) {
+    let (mut ordered, mut remove, mut shutdown, client, config, stats) = {
+        let (Some(shared), Some(target)) = (shared.upgrade(), target.upgrade()) else {
+            return;
+        };
+        (
+            target.ordered.subscribe(),
+            target.remove.subscribe(),
+            shared.shutdown.subscribe(),
+            shared.client.clone(),
+            shared.config.clone(),
+            Arc::clone(&shared.stats),
+        )
+    };
+    drop(shared);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &service.namespace);
+    let services: Api<Service> = Api::namespaced(client, &service.namespace);
+    let name = match &version {
+        Some(v) => version::version_object_name(&service.deployment, &v.version),
+        None => service.deployment.clone(),
+    };
+    let version_name = version.as_ref().map_or(DEFAULT_VERSION, |v| &v.version);
+    let params = PatchParams {
+        field_manager: Some(config.field_manager.clone()),
+        ..PatchParams::default()
+    };
+    let mut backoff = Backoff::new(config.retry_base, config.retry_max);
+    let mut throttle = Throttle::default();
+    let mut last_written: Option<u32> = None;
+    let mut retry_in: Option<Duration> = None;
+    let mut first = true;
+    loop {
+        if !first {
+            let wait = retry_in.unwrap_or(RESYNC);
+            tokio::select! {
+                changed = ordered.changed() => if changed.is_err() { return },
+                changed = remove.changed() => if changed.is_err() { return },
+                () = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+        first = false;
+        let Some(target) = target.upgrade() else {
+            return;
+        };
+        let wanted = *ordered.borrow_and_update();
+        let removing = *remove.borrow_and_update();
+        let result = if removing {
+            remove_version(&deployments, &services, &service, version_name).await
+        } else {
+            step(
+                &deployments,
+                &services,
+                &service,
+                version.as_ref(),
+                &name,
+                wanted,
+                &params,
+                &mut last_written,
+                &target,
+                &stats,
+            )
+            .await
+        };
+        match result {
+            Ok(()) => {
+                let failures = throttle.succeeded();
+                if failures > 0 {
+                    tracing::info!(service = %service.name, version = version_name, failures, "Kubernetes API calls succeed again");
+                }
+                backoff.reset();
+                retry_in = None;
+                target.set_error(None);
+                if removing {
+                    tracing::info!(service = %service.name, version = version_name, deployment = %name, "version removed");
+                    target.observed.store(0, Ordering::Release);
+                    return;
+                }
+            }
+            Err(error) => {
+                stats.failed(error.call);
+                let wait = backoff.next();
+                retry_in = Some(wait);
+                let (log, failures) = throttle.failed(&error.message);
+                if log {
+                    tracing::warn!(
+                        service = %service.name,
+                        version = version_name,
+                        deployment = %name,
+                        call = error.call.as_str(),
+                        error = %error.message,
+                        retry_in = ?wait,
+                        failures,
+                        "Kubernetes API call failed; retrying"
+                    );
+                }
+                target.set_error(Some(format!("{}: {}", error.call.as_str(), error.message)));
+            }
+        }
+    }
+}
+
+/// One pass for a target: read the scale, notice outside changes, create a version's objects
+/// when it is wanted and missing, and patch `spec.replicas` when it differs from the order.
+#[allow(clippy::too_many_arguments)]
+async fn step(
+    deployments: &Api<Deployment>,
+    services: &Api<Service>,
+    service: &KubernetesService,
+    version: Option<&VersionConfig>,
+    name: &str,
+    wanted: Option<u32>,
+    params: &PatchParams,
+    last_written: &mut Option<u32>,
+    target: &ScaleTarget,
+    stats: &KubernetesStats,
+) -> Result<(), StepError> {
+    if let Some(version) = version {
+        let exists = get_opt(deployments, name)
+            .await
+            .map_err(step_error(ApiCall::ReadScale))?
+            .is_some();
+        if !exists {
+            target.observed.store(0, Ordering::Release);
+            if wanted.unwrap_or(0) == 0 {
+                return Ok(());
+            }
+            create_version(deployments, services, service, version, wanted.unwrap_or(0))
+                .await
+                .map_err(step_error(ApiCall::CreateVersion))?;
+            *last_written = wanted;
+            target
+                .observed
+                .store(wanted.unwrap_or(0), Ordering::Release);
+            return Ok(());
+        }
+        if wanted.unwrap_or(0) > 0 {
+            ensure_version_service(deployments, services, service, version, name)
+                .await
+                .map_err(step_error(ApiCall::CreateVersion))?;
+        }
+    }
+    let scale = call(deployments.get_scale(name))
+        .await
+        .map_err(step_error(ApiCall::ReadScale))?;
+    let current = scale
+        .spec
+        .and_then(|s| s.replicas)
+        .and_then(|r| u32::try_from(r).ok())
+        .unwrap_or(0);
+    target.observed.store(current, Ordering::Release);
+    if let Some(ours) = *last_written {
+        if current != ours {
+            stats.external_changes.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                service = %service.name,
+                deployment = %name,
+                ours,
+                now = current,
+                "replicas were changed outside Forecourt; re-planning from the new value"
+            );
+            *last_written = None;
+            // Every pending order was planned from the old value: drop it. The control loop
+            // orders afresh from the new value (`replicas()` reports it now) at its next tick.
+            target.ordered.send_replace(None);
+            return Ok(());
+        }
+    }
+    let Some(wanted) = *target.ordered.borrow() else {
+        return Ok(());
+    };
+    if wanted == current {
+        *last_written = Some(current);
+        return Ok(());
+    }
+    let patch = serde_json::json!({ "spec": { "replicas": wanted } });
+    let scale = call(deployments.patch_scale(name, params, &Patch::Merge(&patch)))
+        .await
+        .map_err(step_error(ApiCall::PatchScale))?;
+    let now = scale
+        .spec
+        .and_then(|s| s.replicas)
+        .and_then(|r| u32::try_from(r).ok())
+        .unwrap_or(wanted);
+    stats.scale_patches.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(service = %service.name, deployment = %name, from = current, to = now, "scaled");
+    *last_written = Some(now);
+    target.observed.store(now, Ordering::Release);
+    Ok(())
+}
+
+/// Creates a version's Deployment (from the stable one) and its headless Service.
+async fn create_version(
+    deployments: &Api<Deployment>,
+    services: &Api<Service>,
+    service: &KubernetesService,
+    version: &VersionConfig,
+    replicas: u32,
+) -> Result<(), StepFailure> {
+    let stable = call(deployments.get(&service.deployment)).await?;
+    let derived = version::derive_deployment(&stable, version, replicas)
+        .map_err(|e| StepFailure::Unusable(format!("deployment {}: {e}", service.deployment)))?;
+    let name = derived.metadata.name.clone().unwrap_or_default();
+    create(deployments, &derived).await?;
+    tracing::info!(service = %service.name, version = %version.version, deployment = %name, replicas, "version deployed");
+    ensure_version_service(deployments, services, service, version, &name).await
+}
+
+/// Creates the version's headless Service when it is missing.
+async fn ensure_version_service(
+    deployments: &Api<Deployment>,
+    services: &Api<Service>,
+    service: &KubernetesService,
+    version: &VersionConfig,
+    deployment_name: &str,
+) -> Result<(), StepFailure> {
+    let name = version::version_object_name(&service.endpoints_service, &version.version);
+    if get_opt(services, &name).await?.is_some() {
+        return Ok(());
+    }
+    let stable_service = call(services.get(&service.endpoints_service)).await?;
+    let deployment = call(deployments.get(deployment_name)).await?;
+    create(
+        services,
+        &version::derive_service(&stable_service, &deployment, version),
+    )
+    .await
+}
+
+/// Deletes a version's Deployment and Service.
+async fn remove_version(
+    deployments: &Api<Deployment>,
+    services: &Api<Service>,
+    service: &KubernetesService,
+    version: &str,
+) -> Result<(), StepError> {
+    let failed = step_error(ApiCall::DeleteVersion);
+    delete(
+        deployments,
+        &version::version_object_name(&service.deployment, version),
+    )
+    .await
+    .map_err(&failed)?;
+    delete(
+        services,
+        &version::version_object_name(&service.endpoints_service, version),
+    )
+    .await
+    .map_err(&failed)
+}

@@ -3,7 +3,7 @@
 //! ```text
 //!  set_replicas(svc, v, n) ──► slots (one per ordered replica) ──► one supervisor task per slot
 //!                                                                      │
-//!    pick 127.0.0.1:0 ─► spawn `command` ({port} {service} {version}) ─► Update::Add
+//!    pick 127.0.0.1:0 ─► spawn the version's command ({port} {service} {version}) ─► Update::Add
 //!    child exits      ─► Update::Remove, log status + stderr tail ─► back-off ─► spawn again
 //!    scale-down       ─► Update::Remove ─► Drain::drained ─► SIGTERM group ─► grace ─► SIGKILL
 //!    stdout / stderr  ─► tracing (debug, with service and port)
@@ -60,6 +60,9 @@ pub struct LocalService {
     pub name: String,
     /// Program and arguments; `{port}`, `{service}` and `{version}` are substituted in each.
     pub command: Vec<String>,
+    /// Versions with a command of their own (a flagged version's `command:`); every other
+    /// version runs `command`.
+    pub version_commands: BTreeMap<String, Vec<String>>,
     /// Extra environment variables (placeholders substituted in values); the rest is inherited.
     pub env: Vec<(String, String)>,
     /// Working directory (placeholders substituted); Forecourt's own when `None`.
@@ -91,6 +94,7 @@ impl LocalService {
         Self {
             name: name.into(),
             command,
+            version_commands: BTreeMap::new(),
             env: Vec::new(),
             working_dir: None,
             drain_timeout: Self::DEFAULT_DRAIN_TIMEOUT,
@@ -100,19 +104,34 @@ impl LocalService {
         }
     }
 
+    /// The command template instances of `version` run.
+    pub fn command_for(&self, version: &str) -> &[String] {
+        self.version_commands
+            .get(version)
+            .map_or(&self.command, |command| command)
+    }
+
     fn validate(&self) -> Result<(), OrchestratorError> {
-        let invalid = |reason: &str| OrchestratorError::InvalidSpec {
+        let invalid = |reason: String| OrchestratorError::InvalidSpec {
             service: self.name.clone(),
-            reason: reason.to_owned(),
+            reason,
         };
         if self.name.is_empty() {
-            return Err(invalid("the service name is empty"));
+            return Err(invalid("the service name is empty".to_owned()));
         }
-        match self.command.first() {
-            None => Err(invalid("the command is empty")),
-            Some(program) if program.is_empty() => Err(invalid("the program name is empty")),
-            Some(_) => Ok(()),
+        let commands = std::iter::once((None, &self.command))
+            .chain(self.version_commands.iter().map(|(v, c)| (Some(v), c)));
+        for (version, command) in commands {
+            let of = version.map_or(String::new(), |v| format!(" of version {v}"));
+            match command.first() {
+                None => return Err(invalid(format!("the command{of} is empty"))),
+                Some(program) if program.is_empty() => {
+                    return Err(invalid(format!("the program name{of} is empty")))
+                }
+                Some(_) => {}
+            }
         }
+        Ok(())
     }
 }
 
@@ -887,11 +906,11 @@ async fn terminate(run: &mut Running) -> String {
     status
 }
 
-/// Spawns one instance of `spec` on `port`.
+/// Spawns one instance of `version` of `spec` on `port`.
 fn launch(spec: &Arc<LocalService>, version: &str, port: u16) -> io::Result<Running> {
     let service = spec.name.as_str();
     let argv: Vec<String> = spec
-        .command
+        .command_for(version)
         .iter()
         .map(|arg| substitute(arg, service, version, port))
         .collect();

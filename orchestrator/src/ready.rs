@@ -4,8 +4,17 @@
 //! [`ReadySet`] per service when membership changes. The request path only loads the current
 //! snapshot (`ArcSwap`) and touches per-instance atomics (in-flight count, latency EWMA,
 //! passive ejection), so it never takes a lock.
+//!
+//! A service with flagged versions (`versions:` in the policy) gets its ready set partitioned
+//! when it is built, so the request path picks from a slice and never filters:
+//!
+//! ```text
+//!  instances: [ stable  stable  v2 | beta  beta | gamma ]
+//!               └─ unflagged() ────┘ └ version("beta") ┘ └ version("gamma")
+//! ```
 
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -339,8 +348,75 @@ impl Instance {
 /// The instances of one service that are confirmed ready, as one immutable snapshot.
 #[derive(Debug, Default)]
 pub struct ReadySet {
-    /// Ready instances, in a stable order.
+    /// Every ready instance, in a stable order: those unflagged requests may use first, then
+    /// each flagged version's together (in the order the policy lists the versions).
     pub instances: Vec<Arc<Instance>>,
+    /// How many of `instances`, from the start, unflagged requests may use.
+    unflagged: usize,
+    /// Each flagged version with ready instances, and where they are in `instances`.
+    versions: Vec<(Arc<str>, Range<usize>)>,
+}
+
+// === impl ReadySet ===
+
+impl ReadySet {
+    /// Partitions `ready` (in a stable order) for a service whose flagged versions are
+    /// `flagged`: instances of those versions go last, grouped by version.
+    pub fn new(mut ready: Vec<Arc<Instance>>, flagged: &[Arc<str>]) -> Self {
+        if flagged.is_empty() {
+            return Self {
+                unflagged: ready.len(),
+                instances: ready,
+                versions: Vec::new(),
+            };
+        }
+        let group = |i: &Instance| flagged.iter().position(|v| **v == *i.version);
+        // Stable: each part keeps the order the instances had.
+        ready.sort_by_key(|i| group(i).map_or(0, |g| g + 1));
+        let unflagged = ready.iter().take_while(|i| group(i).is_none()).count();
+        let mut versions = Vec::new();
+        let mut start = unflagged;
+        for (g, name) in flagged.iter().enumerate() {
+            let len = ready[start..]
+                .iter()
+                .take_while(|i| group(i) == Some(g))
+                .count();
+            if len > 0 {
+                versions.push((Arc::clone(name), start..start + len));
+            }
+            start += len;
+        }
+        Self {
+            instances: ready,
+            unflagged,
+            versions,
+        }
+    }
+
+    /// The ready instances unflagged requests may use: every one whose version is not one of
+    /// the service's flagged versions (all of them when it has none).
+    pub fn unflagged(&self) -> &[Arc<Instance>] {
+        self.instances.get(..self.unflagged).unwrap_or_default()
+    }
+
+    /// The ready instances of flagged version `version` (empty when it has none ready).
+    pub fn version(&self, version: &str) -> &[Arc<Instance>] {
+        self.versions
+            .iter()
+            .find(|(name, _)| **name == *version)
+            .and_then(|(_, range)| self.instances.get(range.clone()))
+            .unwrap_or_default()
+    }
+
+    /// Each flagged version with ready instances, and those instances.
+    pub fn versions(&self) -> impl Iterator<Item = (&str, &[Arc<Instance>])> + '_ {
+        self.versions.iter().map(|(name, range)| {
+            (
+                &**name,
+                self.instances.get(range.clone()).unwrap_or_default(),
+            )
+        })
+    }
 }
 
 /// Every instance of one service, and its confirmed-ready subset.
@@ -354,6 +430,8 @@ pub struct ServiceInstances {
     changed: watch::Sender<u64>,
     /// Instances taken out that may still have requests in flight (control path only).
     draining: Mutex<Vec<Arc<Instance>>>,
+    /// The service's flagged versions (policy `versions:`), which the ready set keeps apart.
+    flagged: ArcSwap<Vec<Arc<str>>>,
 }
 
 // === impl ServiceInstances ===
@@ -367,7 +445,23 @@ impl ServiceInstances {
             ready: ArcSwap::from_pointee(ReadySet::default()),
             changed: watch::channel(0).0,
             draining: Mutex::new(Vec::new()),
+            flagged: ArcSwap::from_pointee(Vec::new()),
         }
+    }
+
+    /// Sets the service's flagged versions (a policy's `versions:`), whose instances only
+    /// flagged requests may use; the ready set is rebuilt when they changed.
+    pub fn set_flagged_versions<'a>(&self, versions: impl IntoIterator<Item = &'a str>) {
+        let versions: Vec<Arc<str>> = versions.into_iter().map(Arc::from).collect();
+        if **self.flagged.load() != versions {
+            self.flagged.store(Arc::new(versions));
+            self.publish_ready();
+        }
+    }
+
+    /// The service's flagged versions, in policy order.
+    pub fn flagged_versions(&self) -> Arc<Vec<Arc<str>>> {
+        self.flagged.load_full()
     }
 
     /// The current ready set (lock-free load).
@@ -516,7 +610,8 @@ impl ServiceInstances {
             .filter(|i| i.is_ready())
             .cloned()
             .collect();
-        self.ready.store(Arc::new(ReadySet { instances }));
+        let ready = ReadySet::new(instances, &self.flagged.load());
+        self.ready.store(Arc::new(ready));
         self.changed.send_modify(|generation| *generation += 1);
     }
 }
@@ -563,6 +658,7 @@ impl Fleet {
                     Arc::new(ServiceInstances::new(&service.name, instances))
                 }
             };
+            entry.set_flagged_versions(service.versions.iter().map(|v| v.version.as_str()));
             fleet
                 .by_name
                 .insert(entry.name.clone(), fleet.services.len());
@@ -754,6 +850,49 @@ mod tests {
         assert!(Arc::ptr_eq(&all[0], &kept), "state survives the reset");
         assert_eq!(all[1].address, addr(3));
         assert_eq!(service.ready().instances.len(), 1);
+    }
+
+    #[test]
+    fn flagged_versions_are_kept_apart_in_the_ready_set() {
+        let service = ServiceInstances::new("shop", Vec::new());
+        let versions = ["beta", "stable", "v2", "gamma", "stable", "beta"];
+        let all: Vec<Arc<Instance>> = versions
+            .iter()
+            .zip(1..)
+            .map(|(v, port)| service.add(addr(port), v))
+            .collect();
+        for instance in &all {
+            instance.record_probe(Ok(()), &check());
+        }
+        service.publish_ready();
+        let ports = |list: &[Arc<Instance>]| -> Vec<u16> {
+            list.iter().map(|i| i.address.port()).collect()
+        };
+        // Without flagged versions every ready instance serves unflagged requests.
+        assert_eq!(ports(service.ready().unflagged()), [1, 2, 3, 4, 5, 6]);
+        assert!(service.ready().version("beta").is_empty());
+
+        service.set_flagged_versions(["gamma", "beta"]);
+        let ready = service.ready();
+        assert_eq!(ready.instances.len(), 6);
+        assert_eq!(
+            ports(ready.unflagged()),
+            [2, 3, 5],
+            "instances of other versions (v2) stay"
+        );
+        assert_eq!(ports(ready.version("beta")), [1, 6]);
+        assert_eq!(ports(ready.version("gamma")), [4]);
+        assert!(ready.version("delta").is_empty());
+        let listed: Vec<(&str, usize)> = ready.versions().map(|(v, i)| (v, i.len())).collect();
+        assert_eq!(listed, [("gamma", 1), ("beta", 2)]);
+        drop(ready);
+
+        // A version leaving the ready set leaves no empty group behind.
+        let _ = service.remove(addr(4));
+        let ready = service.ready();
+        assert!(ready.version("gamma").is_empty());
+        assert_eq!(ready.versions().count(), 1);
+        assert_eq!(ports(ready.unflagged()), [2, 3, 5]);
     }
 
     #[test]

@@ -150,6 +150,7 @@ impl ReplayPolicy for ForecourtReplay {
             held,
             mean_latency_secs: self.service_time_secs,
             dependency_demand: 0.0,
+            peers: crate::autoscale::PeerLoad::default(),
         };
         let decision = self.scaler.decide(
             &self.scaling,

@@ -3,8 +3,8 @@
 //! ```text
 //! GET /healthz                          200 "ok" while the process serves
 //! GET /v1/services                      every service: ready and total instances
-//! GET /v1/services/{name}/readiness     ready instances (address, version, in flight, latency)
-//!                                       and not-ready ones with the reason
+//! GET /v1/services/{name}/readiness     ready instances (address, version, in flight, latency),
+//!                                       not-ready ones with the reason, flagged versions
 //! GET /metrics                          Prometheus text format
 //! GET /v1/forecasts                     each service's rate, forecast, upper bound, model errors,
 //!                                       and the scheduled events
@@ -38,6 +38,7 @@ pub use forecasts::{forecasts_json, render_forecast_metrics, PostedEvent};
 
 /// Largest admin request body.
 const MAX_ADMIN_BODY: usize = 64 * 1024;
+use forecourt_orchestrator::predeploy::VersionBoard;
 use forecourt_orchestrator::{ForecastBoard, ScalingBoard};
 
 use crate::state::{FrontDoor, ServiceRuntime};
@@ -81,6 +82,33 @@ pub struct Readiness {
     pub load: Option<LoadOutlook>,
     /// Replicas ordered and desired, and why (scaled services only).
     pub scaling: Option<ScalingOutlook>,
+    /// The flagged versions (services with `versions:` only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub versions: Vec<VersionOutlook>,
+}
+
+/// One flagged version: its replicas and its flag's traffic.
+#[derive(Debug, Serialize)]
+pub struct VersionOutlook {
+    /// The version's name (instances of it show it as their `version`).
+    pub version: String,
+    /// The feature-flag value whose requests go to it.
+    pub flag: String,
+    /// Where flagged requests go until it is ready: `stable` or `hold`.
+    pub until_ready: &'static str,
+    /// Whether its flag was seen within the grace period, so its replicas are kept.
+    pub active: bool,
+    /// Replicas ordered from the orchestrator (after the control loop's first tick).
+    pub ordered: Option<u32>,
+    /// Instances of it confirmed ready.
+    pub ready: usize,
+    /// Milliseconds since a request carrying its flag was last seen.
+    pub flag_last_seen_ms_ago: Option<u64>,
+    /// Requests carrying its flag in the last minute.
+    pub flag_requests_last_minute: u64,
+    /// The orchestrator's last refusal, while its orders keep failing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// A scaled service's replicas and the load they are sized for.
@@ -135,6 +163,7 @@ pub fn readiness(
     service: &ServiceRuntime,
     board: &ForecastBoard,
     scaling: &ScalingBoard,
+    versions: &VersionBoard,
     now_ms: u64,
 ) -> Readiness {
     let mut ready = Vec::new();
@@ -208,12 +237,38 @@ pub fn readiness(
                 .held_now
                 .load(std::sync::atomic::Ordering::Relaxed),
         });
+    let ready_set = service.instances.ready();
+    let versions = service
+        .versions
+        .iter()
+        .map(|v| {
+            let status = versions.version(&service.config.name, &v.config.version);
+            VersionOutlook {
+                version: v.config.version.clone(),
+                flag: v.config.flag.clone(),
+                until_ready: match v.config.until_ready {
+                    forecourt_config::UntilReady::Stable => "stable",
+                    forecourt_config::UntilReady::Hold => "hold",
+                },
+                active: status.is_some_and(|s| s.active),
+                ordered: status.map(|s| s.ordered),
+                ready: ready_set.version(&v.config.version).len(),
+                flag_last_seen_ms_ago: v
+                    .stats
+                    .last_seen_ms()
+                    .map(|seen| now_ms.saturating_sub(seen)),
+                flag_requests_last_minute: v.stats.requests_last_minute(now_ms),
+                error: status.and_then(|s| s.error.clone()),
+            }
+        })
+        .collect();
     Readiness {
         service: service.config.name.clone(),
         ready,
         not_ready,
         load,
         scaling,
+        versions,
     }
 }
 
@@ -227,6 +282,7 @@ pub fn render_metrics(front_door: &FrontDoor) -> String {
         .map(|s| (s.config.name.as_str(), s.metrics.as_ref()))
         .collect();
     render_requests(&mut out, &services, snapshot.metadata.classes());
+    render_kubernetes_metrics(&mut out, front_door);
 
     out.push_str("# HELP forecourt_instances Instances of a service by state.\n# TYPE forecourt_instances gauge\n");
     for s in &snapshot.services {
@@ -305,6 +361,7 @@ pub fn render_metrics(front_door: &FrontDoor) -> String {
     }
     render_forecast_metrics(&mut out, &front_door.forecasts.load());
     render_scaling_metrics(&mut out, front_door);
+    crate::versions::render_metrics(&mut out, &snapshot, &front_door.versions.load());
     render_cache_metrics(&mut out, &snapshot);
     out
 }
@@ -436,6 +493,92 @@ fn render_cache_metrics(out: &mut String, snapshot: &crate::state::Snapshot) {
         "Warm-ups cut short by warm.timeout.",
         warmed.iter().map(|(n, m)| (*n, m.timed_out.load(Relaxed))),
     );
+}
+
+/// Writes the Kubernetes backend's and the leader election's counters, when connected.
+fn render_kubernetes_metrics(out: &mut String, front_door: &FrontDoor) {
+    use forecourt_orchestrator::kubernetes::ApiCall;
+    use std::sync::atomic::Ordering::Relaxed;
+    let Some((kubernetes, leadership)) = front_door.kubernetes.get() else {
+        return;
+    };
+    let stats = kubernetes.stats();
+    let election = leadership.stats();
+    out.push_str("# HELP forecourt_kubernetes_api_errors_total Failed or timed-out Kubernetes API calls, by call (each is retried).\n# TYPE forecourt_kubernetes_api_errors_total counter\n");
+    for call in ApiCall::ALL {
+        let _ = writeln!(
+            out,
+            "forecourt_kubernetes_api_errors_total{{call=\"{}\"}} {}",
+            call.as_str(),
+            stats.errors(call)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "forecourt_kubernetes_api_errors_total{{call=\"lease\"}} {}",
+        election.api_errors
+    );
+    for (name, kind, help, value) in [
+        (
+            "forecourt_kubernetes_scale_patches_total",
+            "counter",
+            "Patches of a Deployment's scale subresource that succeeded.",
+            stats.scale_patches.load(Relaxed),
+        ),
+        (
+            "forecourt_kubernetes_external_changes_total",
+            "counter",
+            "Replica counts found changed outside Forecourt (re-planned from, never reverted).",
+            stats.external_changes.load(Relaxed),
+        ),
+        (
+            "forecourt_kubernetes_watch_restarts_total",
+            "counter",
+            "EndpointSlice watches that failed and were restarted.",
+            stats.watch_restarts.load(Relaxed),
+        ),
+        (
+            "forecourt_kubernetes_endpoint_updates_total",
+            "counter",
+            "Changes of a service's instance list taken from its EndpointSlices.",
+            stats.endpoint_updates.load(Relaxed),
+        ),
+        (
+            "forecourt_leader",
+            "gauge",
+            "1 while this replica holds the leader Lease and makes the scaling decisions.",
+            u64::from(election.is_leader),
+        ),
+        (
+            "forecourt_leader_transitions_total",
+            "counter",
+            "Times this replica became or stopped being the leader.",
+            election.transitions,
+        ),
+        (
+            "forecourt_leader_renewals_total",
+            "counter",
+            "Renewals of the leader Lease by this replica.",
+            election.renewals,
+        ),
+        (
+            "forecourt_lease_conflicts_total",
+            "counter",
+            "Lease writes refused because another replica wrote first.",
+            election.conflicts,
+        ),
+        (
+            "forecourt_peers",
+            "gauge",
+            "Other Forecourt replicas whose window counts are fresh.",
+            election.peers as u64,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    }
 }
 
 /// Writes replicas, scaling decisions and reload outcomes.
@@ -685,6 +828,7 @@ fn get(front_door: &FrontDoor, segments: &[&str]) -> Response<Full<Bytes>> {
                         service,
                         &front_door.forecasts.load(),
                         &front_door.scaling.load(),
+                        &front_door.versions.load(),
                         front_door.clock.now_ms(),
                     ),
                 ),

@@ -522,8 +522,8 @@ pub fn has_headroom(
     forecast_point: Option<f64>,
 ) -> Option<Arc<forecourt_orchestrator::Instance>> {
     let ready = runtime.instances.ready();
+    let ready = ready.unflagged();
     let idlest = ready
-        .instances
         .iter()
         .filter(|i| !i.is_draining())
         .min_by_key(|i| i.in_flight())?
@@ -537,9 +537,7 @@ pub fn has_headroom(
             forecourt_config::Capacity::Concurrency(_) => None,
         });
     let room = match (rps_capacity, forecast_point) {
-        (Some(per_instance), Some(point)) => {
-            point < 0.8 * per_instance * ready.instances.len() as f64
-        }
+        (Some(per_instance), Some(point)) => point < 0.8 * per_instance * ready.len() as f64,
         _ => idlest.in_flight() <= 1,
     };
     room.then_some(idlest)

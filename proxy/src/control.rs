@@ -16,9 +16,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use forecourt_config::launch::FORECOURT_PLACEHOLDER;
 use forecourt_config::Policy;
+use forecourt_orchestrator::kubernetes::leader::ReplicaWindows;
 use forecourt_orchestrator::{
-    Autoscaler, Drain, ForecastLoop, LocalOrchestrator, LocalService, Orchestrator,
-    OrchestratorError, ServiceView, Update,
+    Autoscaler, Backends, Cluster, Drain, ForecastLoop, LocalOrchestrator, LocalService,
+    Orchestrator, OrchestratorError, PeerLoad, ServiceView, Update,
 };
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
@@ -52,6 +53,14 @@ pub fn local_services(policy: &Policy) -> Vec<LocalService> {
                 .env
                 .iter()
                 .map(|(k, v)| (k.clone(), fill(v)))
+                .collect();
+            local.version_commands = service
+                .versions
+                .iter()
+                .filter_map(|v| {
+                    let command = v.command.as_ref()?;
+                    Some((v.version.clone(), command.iter().map(|a| fill(a)).collect()))
+                })
                 .collect();
             local.working_dir = launch.directory.as_deref().map(Path::to_path_buf);
             local.drain_timeout = launch.drain_timeout;
@@ -126,6 +135,28 @@ async fn follow_updates(front_door: Arc<FrontDoor>, mut updates: UnboundedReceiv
     }
 }
 
+/// Connects to Kubernetes when the policy has services there; `None` (logged) when it has none
+/// or no configuration is found.
+async fn connect_cluster(front_door: &Arc<FrontDoor>) -> Option<Cluster> {
+    let policy = front_door.snapshot().policy.clone();
+    if !policy.services.iter().any(|s| s.kubernetes.is_some()) {
+        return None;
+    }
+    match Cluster::connect(&policy, front_door.clock.clone()).await {
+        Ok(cluster) => {
+            let _ = front_door.kubernetes.set((
+                cluster.orchestrator.clone(),
+                Arc::clone(&cluster.leadership),
+            ));
+            Some(cluster)
+        }
+        Err(error) => {
+            tracing::error!(%error, "services on Kubernetes get no instances");
+            None
+        }
+    }
+}
+
 /// The control loop as a Pingora background service.
 pub struct ControlLoop(pub Arc<FrontDoor>);
 
@@ -140,7 +171,12 @@ impl BackgroundService for ControlLoop {
                 return;
             }
         };
-        let feed = tokio::spawn(follow_updates(front_door.clone(), local.updates()));
+        let cluster = connect_cluster(front_door).await;
+        let backends = Arc::new(Backends {
+            local: local.clone(),
+            kubernetes: cluster.as_ref().map(|c| c.orchestrator.clone()),
+        });
+        let feed = tokio::spawn(follow_updates(front_door.clone(), backends.updates()));
         let snapshot = front_door.snapshot();
         let mut forecasts = ForecastLoop::new(
             snapshot.predictor.clone(),
@@ -148,8 +184,10 @@ impl BackgroundService for ControlLoop {
             front_door.forecasts.clone(),
         );
         drop(snapshot);
+        // Pre-deployed versions for feature-flagged traffic (versions.rs).
+        let mut predeploy = crate::versions::VersionControl::new(backends.clone(), front_door);
         let mut autoscaler = Autoscaler::new(
-            local.clone(),
+            backends.clone(),
             front_door.scaling.clone(),
             front_door.decisions.clone(),
         );
@@ -171,6 +209,10 @@ impl BackgroundService for ControlLoop {
                     now,
                 );
             }
+            // On Kubernetes only the leader orders capacity, from every replica's load.
+            let leadership = cluster.as_ref().map(|c| &c.leadership);
+            let leading = leadership.is_none_or(|l| l.is_leader());
+            let peers = leadership.map(|l| l.peers()).unwrap_or_default();
             let views: Vec<ServiceView<'_>> = snapshot
                 .services
                 .iter()
@@ -184,11 +226,27 @@ impl BackgroundService for ControlLoop {
                     )
                     .unwrap_or(u32::MAX),
                     mean_latency_secs: 0.0,
+                    peers: PeerLoad::sum(&peers, &s.config.name),
+                    may_order: leading || s.config.kubernetes.is_none(),
                 })
                 .collect();
             autoscaler
                 .tick(&views, forecasts.predictor(), forecasts.engine_ref(), now)
                 .await;
+            // Pre-deployed versions (versions.rs).
+            predeploy.tick(&snapshot, now, leading, &peers).await;
+            if let Some(leadership) = leadership {
+                let mut services = autoscaler.local_windows();
+                crate::versions::publish_flagged(&snapshot, &mut services);
+                leadership.publish(ReplicaWindows {
+                    identity: leadership.settings().identity.clone(),
+                    at_unix_ms: crate::reload::unix_ms(),
+                    services,
+                });
+            }
+        }
+        if let Some(cluster) = cluster {
+            cluster.stop().await;
         }
         tracing::info!("stopping launched instances");
         if tokio::time::timeout(SHUTDOWN_LIMIT, local.shutdown())

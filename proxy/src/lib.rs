@@ -38,4 +38,5 @@ pub mod replay_plot;
 pub mod routes;
 pub mod server;
 pub mod state;
+pub mod versions;
 pub mod warm;

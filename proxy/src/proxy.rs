@@ -2,8 +2,10 @@
 //!
 //! ```text
 //! request_filter        refuse ambiguous framing and oversized requests (4xx, connection closed);
-//!                       classify → service; tenant, flag; 404 unrouted; 503 when nothing is ready
-//! upstream_peer         pick a confirmed-ready instance (P2C), count it in flight
+//!                       classify → service; tenant, flag → version; 404 unrouted; hold, or 503
+//!                       when nothing is ready for the request
+//! upstream_peer         pick a confirmed-ready instance (P2C) among the request's candidates (its
+//!                       flagged version's, or the unflagged ones; see versions.rs), count it
 //! upstream_request_filter  X-Forwarded-For/-Proto/-Host
 //! fail_to_connect       eject the instance passively; retry on another one
 //! error_while_proxy     retry idempotent requests when nothing reached the client yet
@@ -31,6 +33,7 @@ use crate::metadata::TenantClass;
 use crate::metrics::Limited;
 use crate::routes::ServiceIndex;
 use crate::state::{FrontDoor, ServiceRuntime, Snapshot};
+use crate::versions::{self, VersionRuntime};
 
 /// Per-request state carried between phases.
 #[derive(Default)]
@@ -39,6 +42,8 @@ pub struct RequestCtx {
     service: Option<ServiceIndex>,
     class: TenantClass,
     instance: Option<Arc<Instance>>,
+    /// The flagged version the request is for (index into its service's `versions`).
+    version: Option<usize>,
     tried: Tried,
     started: Option<Instant>,
     /// Predictor clock when the request was recorded as an arrival of its service.
@@ -60,6 +65,12 @@ pub struct RequestCtx {
 impl RequestCtx {
     fn service(&self) -> Option<&ServiceRuntime> {
         Some(&self.snapshot.as_ref()?.services[self.service?])
+    }
+
+    /// The flagged version the request is for, if its flag matched one.
+    fn version(&self) -> Option<&VersionRuntime> {
+        let index = self.version?;
+        self.service()?.versions.get(index)
     }
 
     /// Releases the current instance, recording how its attempt ended.
@@ -348,7 +359,7 @@ impl Ingress {
             }
             CacheStep::Revalidate(key, entry) => {
                 let ready = runtime.instances.ready();
-                let picked = pick(&ready.instances, &ctx.tried, now, runtime.config.balance);
+                let picked = pick(ready.unflagged(), &ctx.tried, now, runtime.config.balance);
                 if let Some(instance) = picked {
                     let req = session.req_header();
                     let path = path_of(req).to_owned();
@@ -378,10 +389,40 @@ impl Ingress {
         }
     }
 
-    /// Holds a request of a service with no ready instance until one is confirmed ready (true)
-    /// or the queue (or `tenant`'s share of it) is full or the deadline passes (false). The body
-    /// is not read meanwhile.
-    async fn hold(&self, service: &ServiceRuntime, tenant: &str) -> bool {
+    /// Notes the flagged version a request of `service` is for, when its flag names one: the
+    /// sighting is recorded (atomics), and a version that was idle wakes the control loop so it
+    /// is ordered now rather than at the next tick.
+    fn match_version(
+        &self,
+        session: &Session,
+        snapshot: &Snapshot,
+        service: ServiceIndex,
+        ctx: &mut RequestCtx,
+    ) {
+        let runtime = &snapshot.services[service];
+        let Some(flag) = snapshot.metadata.flag(&session.req_header().headers) else {
+            return;
+        };
+        let Some(index) = versions::matching(&runtime.versions, flag) else {
+            return;
+        };
+        ctx.version = Some(index);
+        let now = self.clock.now_ms();
+        if runtime.versions.get(index).is_some_and(|v| v.seen(now)) {
+            // Rare (once per grace period): the same wake-up a held request gives.
+            self.scale_signal.notify_one();
+        }
+    }
+
+    /// Holds a request of a service with no ready instance for it (`version`: its flagged
+    /// version, if any) until one is confirmed ready (true) or the queue (or `tenant`'s share of
+    /// it) is full or the deadline passes (false). The body is not read meanwhile.
+    async fn hold(
+        &self,
+        service: &ServiceRuntime,
+        tenant: &str,
+        version: Option<&VersionRuntime>,
+    ) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
         let hold = service.config.hold;
         let metrics = &service.metrics;
@@ -404,7 +445,7 @@ impl Ingress {
         let deadline = tokio::time::sleep(hold.timeout);
         tokio::pin!(deadline);
         let ready = loop {
-            if !service.instances.ready().instances.is_empty() {
+            if !versions::candidates(&service.instances.ready(), version).is_empty() {
                 break true;
             }
             tokio::select! {
@@ -498,9 +539,15 @@ impl ProxyHttp for Ingress {
             respond(session, 429, body, Some(limited.1), false).await?;
             return Ok(true);
         }
-        if self
-            .serve_from_cache(session, &snapshot, service, ctx)
-            .await?
+        // Flagged versions: no work at all for a service without `versions:`.
+        if !snapshot.services[service].versions.is_empty() {
+            self.match_version(session, &snapshot, service, ctx);
+        }
+        // The cache holds answers of the unflagged instances: flagged requests skip it.
+        if ctx.version.is_none()
+            && self
+                .serve_from_cache(session, &snapshot, service, ctx)
+                .await?
         {
             return Ok(true);
         }
@@ -513,9 +560,15 @@ impl ProxyHttp for Ingress {
         snapshot.predictor.request_started(id, now);
         ctx.arrived_ms = Some(now);
         let runtime = &snapshot.services[service];
-        if runtime.instances.ready().instances.is_empty()
-            && !self.hold(runtime, tenant.unwrap_or("")).await
-        {
+        let version = ctx.version.and_then(|v| runtime.versions.get(v));
+        let has_candidate = {
+            let ready = runtime.instances.ready();
+            if let Some(version) = version {
+                version.route(&ready);
+            }
+            !versions::candidates(&ready, version).is_empty()
+        };
+        if !has_candidate && !self.hold(runtime, tenant.unwrap_or(""), version).await {
             runtime
                 .metrics
                 .no_ready_instance
@@ -564,8 +617,8 @@ impl ProxyHttp for Ingress {
         };
         let ready = service.instances.ready();
         let now = self.clock.now_ms();
-        let Some(instance) =
-            pick(&ready.instances, &ctx.tried, now, service.config.balance).cloned()
+        let candidates = versions::candidates(&ready, ctx.version());
+        let Some(instance) = pick(candidates, &ctx.tried, now, service.config.balance).cloned()
         else {
             return Error::e_explain(ErrorType::HTTPStatus(503), "no ready instance left to try");
         };

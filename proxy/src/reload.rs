@@ -89,7 +89,7 @@ impl Default for ConfigState {
     }
 }
 
-fn unix_ms() -> u64 {
+pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -196,6 +196,17 @@ impl FrontDoor {
             if let Err(error) = orchestrator.configure(local) {
                 tracing::error!(%error, "the local orchestrator refused the new launch specs");
             }
+        }
+        if let Some((kubernetes, _)) = self.kubernetes.get() {
+            kubernetes.reconfigure(&self.snapshot().policy);
+        } else if self
+            .snapshot()
+            .policy
+            .services
+            .iter()
+            .any(|s| s.kubernetes.is_some())
+        {
+            tracing::warn!("services with kubernetes: need a restart when the policy Forecourt started with had none");
         }
         self.config.applied.fetch_add(1, Ordering::Relaxed);
         self.config

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use ahash::AHashMap;
 use arc_swap::ArcSwap;
 use forecourt_config::{Policy, ServiceConfig};
+use forecourt_orchestrator::predeploy::VersionBoard;
 use forecourt_orchestrator::{
     DecisionCounters, EventBook, Fleet, ForecastBoard, LocalOrchestrator, ScalingBoard,
     ServiceInstances,
@@ -16,6 +17,7 @@ use crate::caching::ServiceCache;
 use crate::metadata::MetadataRules;
 use crate::metrics::{ProxyMetrics, ServiceMetrics};
 use crate::routes::RouteTable;
+use crate::versions::VersionRuntime;
 use crate::warm::WarmMetrics;
 
 /// One service as the request path sees it.
@@ -35,6 +37,8 @@ pub struct ServiceRuntime {
     pub cache: Option<Arc<ServiceCache>>,
     /// Its admission limits: its own, and its tenants' by class.
     pub admission: ServiceAdmission,
+    /// Its flagged versions (`versions:`), in policy order; empty for most services.
+    pub versions: Box<[VersionRuntime]>,
 }
 
 /// Slots of a service's per-tenant table: tenants beyond it share one overflow limit.
@@ -155,6 +159,7 @@ impl Snapshot {
                         .map(|s| Arc::clone(&s.warm_metrics))
                         .unwrap_or_default(),
                     admission: ServiceAdmission::new(config, &policy, &metadata, before.copied()),
+                    versions: crate::versions::runtimes(config, before.map(|s| &*s.versions)),
                     cache: config.cache.as_ref().map(|wanted| {
                         before
                             .and_then(|s| s.cache.as_ref())
@@ -244,8 +249,15 @@ pub struct FrontDoor {
     pub instances_stopped: std::sync::atomic::AtomicBool,
     /// The `local` orchestrator, once the control loop has started it.
     pub orchestrator: std::sync::OnceLock<Arc<LocalOrchestrator>>,
+    /// The Kubernetes backend and this replica's leader election, once connected.
+    pub kubernetes: std::sync::OnceLock<(
+        forecourt_orchestrator::KubernetesOrchestrator,
+        Arc<forecourt_orchestrator::Leadership>,
+    )>,
     /// Every scaled service's last decision.
     pub scaling: Arc<ArcSwap<ScalingBoard>>,
+    /// Every flagged version's last pre-deploy state.
+    pub versions: Arc<ArcSwap<VersionBoard>>,
     /// Scaling decisions counted by reason.
     pub decisions: Arc<DecisionCounters>,
     /// Services a reload removed, kept while their instances drain.
@@ -291,7 +303,9 @@ impl FrontDoor {
             in_flight: Arc::new(InFlightLimit::new(max_in_flight)),
             instances_stopped: std::sync::atomic::AtomicBool::new(false),
             orchestrator: std::sync::OnceLock::new(),
+            kubernetes: std::sync::OnceLock::new(),
             scaling: Arc::new(ArcSwap::from_pointee(ScalingBoard::default())),
+            versions: crate::versions::board(),
             decisions: Arc::new(DecisionCounters::default()),
             retired: std::sync::Mutex::new(Vec::new()),
             config: crate::reload::ConfigState::default(),

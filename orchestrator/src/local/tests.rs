@@ -614,6 +614,65 @@ async fn configure_adds_and_removes_services() {
     shut(&orch).await;
 }
 
+#[tokio::test]
+async fn a_version_runs_its_own_command_and_reloads_change_it() {
+    let scratch = Scratch::new();
+    let script = |tag: &str| {
+        sh(&format!(
+            "echo \"{tag} {{version}}\" > {dir}/{{port}}.tmp && mv {dir}/{{port}}.tmp {dir}/{{port}}; exec sleep 30",
+            dir = scratch.dir()
+        ))
+    };
+    let mut spec = service("web", script("stable-command"));
+    spec.version_commands
+        .insert("beta".into(), script("beta-command"));
+    let orch = LocalOrchestrator::new(vec![spec.clone()], Arc::new(NoDrain)).expect("valid");
+    let mut rx = orch.updates();
+    let _reset = next(&mut rx).await;
+
+    orch.set_replicas("web", "stable", 1)
+        .await
+        .expect("started");
+    orch.set_replicas("web", "beta", 2).await.expect("started");
+    let adds: Vec<InstanceInfo> = drain_queue(&mut rx).into_iter().map(added).collect();
+    assert_eq!(adds.len(), 3);
+    for instance in &adds {
+        let written = scratch.read(&instance.address.port().to_string()).await;
+        let want = match instance.version.as_str() {
+            "beta" => "beta-command beta",
+            _ => "stable-command stable",
+        };
+        assert_eq!(written, want);
+    }
+    assert_eq!(
+        (orch.replicas("web", "stable"), orch.replicas("web", "beta")),
+        (1, 2)
+    );
+
+    // A reload changes the version's command for instances launched from then on.
+    spec.version_commands
+        .insert("beta".into(), script("beta-reloaded"));
+    orch.configure(vec![spec.clone()]).expect("valid");
+    orch.set_replicas("web", "beta", 3).await.expect("started");
+    let third = added(next(&mut rx).await);
+    assert_eq!(third.version, "beta");
+    let written = scratch.read(&third.address.port().to_string()).await;
+    assert_eq!(written, "beta-reloaded beta");
+
+    // Zero replicas removes every instance of the version and leaves the others.
+    orch.set_replicas("web", "beta", 0).await.expect("ordered");
+    let gone: Vec<Update> = drain_queue(&mut rx);
+    assert_eq!(gone.len(), 3, "{gone:?}");
+    assert!(gone.iter().all(|u| matches!(u, Update::Remove { .. })));
+    assert_eq!(orch.replicas("web", "stable"), 1);
+
+    // A version's empty command is refused like the service's.
+    spec.version_commands.insert("beta".into(), Vec::new());
+    let err = orch.configure(vec![spec]).expect_err("invalid");
+    assert!(err.to_string().contains("of version beta"), "{err}");
+    shut(&orch).await;
+}
+
 #[test]
 fn a_child_dies_with_the_thread_that_spawned_it() {
     // PR_SET_PDEATHSIG fires when the spawning *thread* exits. A thread spawns a child, then
