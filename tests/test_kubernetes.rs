@@ -79,15 +79,6 @@ fn ready(fc: &Forecourt) -> BTreeSet<SocketAddr> {
         .collect()
 }
 
-fn metric(fc: &Forecourt, line_prefix: &str) -> f64 {
-    let text = get(fc.admin, "/metrics", &[]).unwrap().text();
-    text.lines()
-        .find(|l| l.starts_with(line_prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// Which instance (port) answered, or `None` for anything but a 200.
 fn answered_by(proxy: SocketAddr, headers: &[(&str, &str)]) -> Option<u16> {
     let response = get(proxy, "/shop/item", headers).ok()?;
@@ -194,7 +185,7 @@ fn predictive_scale_up_patches_the_scale_subresource_and_outside_changes_are_not
     let before = fake.scale_writes().len();
     fake.set_replicas_as(NS, "shop", 6, "kubectl");
     wait_for(WAIT, || {
-        (metric(&fc, "forecourt_kubernetes_external_changes_total") >= 1.0).then_some(())
+        (fc.metric("forecourt_kubernetes_external_changes_total") >= 1.0).then_some(())
     })
     .unwrap_or_else(|| panic!("the outside change was not noticed; log:\n{}", fc.log()));
     assert!(fc.log().contains("replicas were changed outside Forecourt"));
@@ -378,7 +369,7 @@ fn two_replicas_elect_one_leader_which_scales_from_both_windows_and_fails_over()
     let leaders = |replicas: &[Forecourt; 2]| {
         replicas
             .iter()
-            .map(|fc| metric(fc, "forecourt_leader ") as u32)
+            .map(|fc| fc.metric("forecourt_leader ") as u32)
             .collect::<Vec<_>>()
     };
     let leader = wait_for(WAIT, || {
@@ -415,6 +406,7 @@ fn two_replicas_elect_one_leader_which_scales_from_both_windows_and_fails_over()
 
     // The leader dies without releasing the Lease: the follower takes over within the lease
     // duration (3 s) plus a retry period, and routes throughout.
+    let scaled_to = fake.spec_replicas(NS, "shop").unwrap_or(0);
     let killed = Instant::now();
     replicas[leader].process.kill();
     let took_over = wait_for(Duration::from_secs(10), || {
@@ -427,9 +419,24 @@ fn two_replicas_elect_one_leader_which_scales_from_both_windows_and_fails_over()
         "failover took {took_over:?}"
     );
     wait_for(WAIT, || {
-        (metric(&replicas[follower], "forecourt_leader ") == 1.0).then_some(())
+        (replicas[follower].metric("forecourt_leader ") == 1.0).then_some(())
     })
     .expect("the follower leads");
+    // The new leader plans from the count it had already read, not from zero: the traffic
+    // still needs what the old leader ordered, so nothing is scaled down.
+    std::thread::sleep(Duration::from_secs(2));
+    let last_ordered = fake
+        .scale_writes()
+        .iter()
+        .rev()
+        .filter(|w| w.field_manager.as_deref() == Some("forecourt"))
+        .find_map(|w| w.body["spec"]["replicas"].as_u64());
+    assert!(
+        fake.spec_replicas(NS, "shop") >= Some(scaled_to)
+            && last_ordered >= Some(u64::from(scaled_to)),
+        "the new leader scaled down from {scaled_to}: {:?}",
+        fake.scale_writes()
+    );
     let (answered, failures) = traffic.finish();
     assert!(failures.is_empty(), "{failures:?}");
     assert!(answered > 100, "{answered}");
@@ -471,7 +478,7 @@ fn api_errors_and_dropped_watches_fail_no_request() {
     );
     assert!(answered > 200, "{answered}");
     assert_eq!(fc.ready_count("shop"), 2, "ready instances were dropped");
-    assert!(metric(&fc, "forecourt_kubernetes_watch_restarts_total") >= 1.0);
+    assert!(fc.metric("forecourt_kubernetes_watch_restarts_total") >= 1.0);
     let errors: f64 = get(fc.admin, "/metrics", &[])
         .unwrap()
         .text()

@@ -30,15 +30,6 @@ fn launched(name: &str, boot: &str, extra: &str) -> String {
     )
 }
 
-fn metric(fc: &Forecourt, line_prefix: &str) -> f64 {
-    let text = get(fc.admin, "/metrics", &[]).unwrap().text();
-    text.lines()
-        .find(|l| l.starts_with(line_prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// Every child process of `fc` must be gone shortly after it exits on SIGTERM.
 fn stop_and_check_no_orphans(mut fc: Forecourt) {
     let children = fc.process.children();
@@ -86,7 +77,7 @@ fn scale_from_zero_holds_the_first_request_until_an_instance_boots() {
         "held {waited:?} for a 1.5 s boot"
     );
     assert_eq!(
-        metric(&fc, "forecourt_held_requests_total{service=\"cold\"}"),
+        fc.metric("forecourt_held_requests_total{service=\"cold\"}"),
         1.0
     );
     let readiness = fc.readiness("cold");
@@ -271,8 +262,8 @@ fn reloads_under_load_lose_no_request_and_broken_files_change_nothing() {
         assert_eq!(config["generation"], 2, "a broken file changed the policy");
         assert!(config["last_rejection"]["problems"].is_array());
     }
-    assert!(metric(&fc, "forecourt_config_reloads_total{result=\"rejected\"}") >= 4.0);
-    assert_eq!(metric(&fc, "forecourt_config_last_reload_rejected"), 1.0);
+    assert!(fc.metric("forecourt_config_reloads_total{result=\"rejected\"}") >= 4.0);
+    assert_eq!(fc.metric("forecourt_config_last_reload_rejected"), 1.0);
     // Without the token, no reload.
     assert_eq!(fc.admin_send("POST", "/v1/reload", None, "").status, 401);
 
@@ -294,7 +285,7 @@ fn reloads_under_load_lose_no_request_and_broken_files_change_nothing() {
         0,
         "a request failed during reloads"
     );
-    assert_eq!(metric(&fc, "forecourt_config_last_reload_rejected"), 0.0);
+    assert_eq!(fc.metric("forecourt_config_last_reload_rejected"), 0.0);
 }
 
 #[test]

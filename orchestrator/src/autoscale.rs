@@ -369,6 +369,10 @@ impl Autoscaler {
             let Some(id) = predictor.service_id(name) else {
                 continue;
             };
+            // Never decide from a count the backend has not read yet (a new Kubernetes leader).
+            if !self.orchestrator.replicas_known(name, DEFAULT_VERSION) {
+                continue;
+            }
             let memory = self.memory.entry(name.to_owned()).or_default();
             let ready = u32::try_from(view.instances.ready().unflagged().len()).unwrap_or(u32::MAX);
             let now = ServiceNow {

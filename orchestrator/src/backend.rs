@@ -156,6 +156,12 @@ pub trait Orchestrator: Send + Sync + 'static {
     /// Replicas currently ordered for `service`/`version` (0 when unknown).
     fn replicas(&self, service: &str, version: &str) -> u32;
 
+    /// Whether [`Self::replicas`] is the real count yet: a backend that reads it from elsewhere
+    /// (Kubernetes) says no until it has; nothing is decided from an unknown count.
+    fn replicas_known(&self, _service: &str, _version: &str) -> bool {
+        true
+    }
+
     /// Removes what was created for a flagged `version` of `service` beyond its replica count
     /// (on Kubernetes, the version's Deployment); idempotent. Called after its replicas were
     /// ordered to 0 when the policy says `when_idle: delete`. The default does nothing: a

@@ -58,6 +58,10 @@ impl Orchestrator for Backends {
         self.backend(service).replicas(service, version)
     }
 
+    fn replicas_known(&self, service: &str, version: &str) -> bool {
+        self.backend(service).replicas_known(service, version)
+    }
+
     async fn remove_version(&self, service: &str, version: &str) -> Result<(), OrchestratorError> {
         self.backend(service).remove_version(service, version).await
     }

@@ -336,6 +336,20 @@ impl KubernetesOrchestrator {
             .cloned()
     }
 
+    /// The scale target of `service`'s `version`, started on first use.
+    fn service_target(
+        &self,
+        service: &str,
+        version: &str,
+    ) -> Result<Arc<ScaleTarget>, OrchestratorError> {
+        let config = self
+            .service(service)
+            .ok_or_else(|| OrchestratorError::UnknownService {
+                service: service.to_owned(),
+            })?;
+        self.target(&config, version)
+    }
+
     fn target(
         &self,
         service: &KubernetesService,
@@ -377,6 +391,16 @@ impl KubernetesOrchestrator {
         Ok(target)
     }
 
+    /// `spec.replicas` of `service`'s `version` as last read, once read. The first call starts
+    /// reading it (every few seconds), so every replica knows the count before it leads.
+    fn observed(&self, service: &str, version: &str) -> Option<u32> {
+        let target = self.service_target(service, version).ok()?;
+        match target.observed.load(Ordering::Acquire) {
+            u32::MAX => None,
+            observed => Some(observed),
+        }
+    }
+
     fn broadcast(shared: &Shared, update: &Update) {
         lock(&shared.subscribers).retain(|s| s.send(update.clone()).is_ok());
     }
@@ -398,12 +422,7 @@ impl Orchestrator for KubernetesOrchestrator {
         version: &str,
         replicas: u32,
     ) -> Result<(), OrchestratorError> {
-        let config = self
-            .service(service)
-            .ok_or_else(|| OrchestratorError::UnknownService {
-                service: service.to_owned(),
-            })?;
-        let target = self.target(&config, version)?;
+        let target = self.service_target(service, version)?;
         target.ordered.send_if_modified(|ordered| {
             let changed = *ordered != Some(replicas);
             *ordered = Some(replicas);
@@ -419,26 +438,26 @@ impl Orchestrator for KubernetesOrchestrator {
     }
 
     fn replicas(&self, service: &str, version: &str) -> u32 {
-        let targets = lock(&self.shared.targets);
-        let Some(target) = targets.get(&(service.to_owned(), version.to_owned())) else {
-            return 0;
-        };
-        match target.observed.load(Ordering::Acquire) {
-            u32::MAX => target.ordered.borrow().unwrap_or(0),
-            observed => observed,
-        }
+        self.observed(service, version)
+            .or_else(|| {
+                let targets = lock(&self.shared.targets);
+                let ordered = targets
+                    .get(&(service.to_owned(), version.to_owned()))
+                    .and_then(|target| *target.ordered.borrow());
+                ordered
+            })
+            .unwrap_or(0)
+    }
+
+    fn replicas_known(&self, service: &str, version: &str) -> bool {
+        self.observed(service, version).is_some()
     }
 
     async fn remove_version(&self, service: &str, version: &str) -> Result<(), OrchestratorError> {
         if version == DEFAULT_VERSION {
             return Ok(());
         }
-        let config = self
-            .service(service)
-            .ok_or_else(|| OrchestratorError::UnknownService {
-                service: service.to_owned(),
-            })?;
-        let target = self.target(&config, version)?;
+        let target = self.service_target(service, version)?;
         target.remove.send_replace(true);
         Ok(())
     }

@@ -269,6 +269,16 @@ impl Forecourt {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// The value of the first `/metrics` line starting with `line_prefix` (0 when absent).
+    pub fn metric(&self, line_prefix: &str) -> f64 {
+        let text = get(self.admin, "/metrics", &[]).unwrap().text();
+        text.lines()
+            .find(|l| l.starts_with(line_prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+
     /// The readiness JSON of `service`.
     pub fn readiness(&self, service: &str) -> serde_json::Value {
         let r = get(
