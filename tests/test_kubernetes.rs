@@ -414,6 +414,7 @@ fn two_replicas_elect_one_leader_which_scales_from_both_windows_and_fails_over()
         (lease["spec"]["holderIdentity"] == names[follower]).then(|| killed.elapsed())
     })
     .expect("no failover");
+    eprintln!("failover {took_over:?} after the leader was killed (lease duration 3 s)");
     assert!(
         took_over < Duration::from_secs(6),
         "failover took {took_over:?}"
