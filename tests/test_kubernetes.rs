@@ -480,9 +480,9 @@ fn api_errors_and_dropped_watches_fail_no_request() {
     assert!(answered > 200, "{answered}");
     assert_eq!(fc.ready_count("shop"), 2, "ready instances were dropped");
     assert!(fc.metric("forecourt_kubernetes_watch_restarts_total") >= 1.0);
-    let errors: f64 = get(fc.admin, "/metrics", &[])
-        .unwrap()
-        .text()
+    let metrics = get(fc.admin, "/metrics", &[]).unwrap().text();
+    check_with_promtool(&metrics);
+    let errors: f64 = metrics
         .lines()
         .filter(|l| l.starts_with("forecourt_kubernetes_api_errors_total{"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
