@@ -235,22 +235,11 @@ impl Checker<'_> {
 
     /// Checks a Kubernetes object name (an RFC 1123 DNS label, as for Services and namespaces).
     pub(crate) fn object_name(&mut self, path: &str, name: &str) {
-        if !is_dns_label(name) {
+        if !crate::policy::is_label(name) {
             self.problem(
                 path,
                 format!("{name:?} is not a Kubernetes name: 1-63 lowercase letters, digits and '-', starting and ending with a letter or digit"),
             );
         }
     }
-}
-
-/// Whether `name` is an RFC 1123 label: what Kubernetes accepts for namespaces and Services.
-pub fn is_dns_label(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-')
 }

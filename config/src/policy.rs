@@ -796,8 +796,9 @@ fn origin(service_at: &str, set_in_service: bool, section: &str, field: &str) ->
     }
 }
 
-/// True for a DNS label: 1–63 of `[a-z0-9-]`, not starting or ending with `-`.
-fn is_label(name: &str) -> bool {
+/// True for a DNS label: 1–63 of `[a-z0-9-]`, not starting or ending with `-` (service and
+/// tenant-class names; Kubernetes namespaces and object names).
+pub(crate) fn is_label(name: &str) -> bool {
     (1..=63).contains(&name.len())
         && name
             .bytes()

@@ -115,7 +115,7 @@ impl Checker<'_> {
                 self.problem(&format!("{at}.flag"), "give the flag value, 1-256 bytes");
             }
             let version = spec.version.clone().unwrap_or_else(|| spec.flag.clone());
-            if !crate::kubernetes::is_dns_label(&version) || version.len() > 30 {
+            if !crate::policy::is_label(&version) || version.len() > 30 {
                 self.problem(
                     &format!("{at}.version"),
                     format!("version {version:?} must be 1-30 lowercase letters, digits and '-' (it becomes part of object names); set version: when the flag value is not"),
@@ -208,7 +208,7 @@ fn is_label_key(key: &str) -> bool {
         None => (None, key),
     };
     let prefix_ok = prefix.is_none_or(|p| {
-        !p.is_empty() && p.len() <= 253 && p.split('.').all(crate::kubernetes::is_dns_label)
+        !p.is_empty() && p.len() <= 253 && p.split('.').all(crate::policy::is_label)
     });
     prefix_ok && !name.is_empty() && is_label_value(name)
 }
