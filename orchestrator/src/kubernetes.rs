@@ -342,6 +342,11 @@ impl KubernetesOrchestrator {
         service: &str,
         version: &str,
     ) -> Result<Arc<ScaleTarget>, OrchestratorError> {
+        // Called several times a tick: an existing target needs no copy of the service.
+        let key = (service.to_owned(), version.to_owned());
+        if let Some(target) = lock(&self.shared.targets).get(&key) {
+            return Ok(Arc::clone(target));
+        }
         let config = self
             .service(service)
             .ok_or_else(|| OrchestratorError::UnknownService {
@@ -791,34 +796,27 @@ async fn step(
     target: &ScaleTarget,
     stats: &KubernetesStats,
 ) -> Result<(), StepError> {
-    if let Some(version) = version {
-        let exists = get_opt(deployments, name)
-            .await
-            .map_err(step_error(ApiCall::ReadScale))?
-            .is_some();
-        if !exists {
+    let scale = match (call(deployments.get_scale(name)).await, version) {
+        // A version whose Deployment does not exist (yet): create it when it is wanted.
+        (Err(failure), Some(version)) if failure.is_status(404) => {
             target.observed.store(0, Ordering::Release);
-            if wanted.unwrap_or(0) == 0 {
+            let Some(replicas) = wanted.filter(|n| *n > 0) else {
                 return Ok(());
-            }
-            create_version(deployments, services, service, version, wanted.unwrap_or(0))
+            };
+            create_version(deployments, services, service, version, replicas)
                 .await
                 .map_err(step_error(ApiCall::CreateVersion))?;
-            *last_written = wanted;
-            target
-                .observed
-                .store(wanted.unwrap_or(0), Ordering::Release);
+            *last_written = Some(replicas);
+            target.observed.store(replicas, Ordering::Release);
             return Ok(());
         }
-        if wanted.unwrap_or(0) > 0 {
-            ensure_version_service(deployments, services, service, version, name)
-                .await
-                .map_err(step_error(ApiCall::CreateVersion))?;
-        }
+        (result, _) => result.map_err(step_error(ApiCall::ReadScale))?,
+    };
+    if let Some(version) = version.filter(|_| wanted.unwrap_or(0) > 0) {
+        ensure_version_service(deployments, services, service, version, name)
+            .await
+            .map_err(step_error(ApiCall::CreateVersion))?;
     }
-    let scale = call(deployments.get_scale(name))
-        .await
-        .map_err(step_error(ApiCall::ReadScale))?;
     let current = scale
         .spec
         .and_then(|s| s.replicas)
