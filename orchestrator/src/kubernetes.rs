@@ -42,7 +42,7 @@ use tokio::task::JoinHandle;
 
 use crate::backend::{InstanceInfo, Orchestrator, OrchestratorError, Update};
 use endpoints::{ServiceEndpoints, SliceStore};
-use retry::{Backoff, Throttle};
+use retry::{bounded_call, Backoff, CallError, Throttle};
 
 /// Longest wait for one API call before it counts as failed.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -606,44 +606,22 @@ struct StepError {
     message: String,
 }
 
-fn step_error(call: ApiCall) -> impl Fn(StepFailure) -> StepError {
+fn step_error(call: ApiCall) -> impl Fn(CallError) -> StepError {
     move |failure| StepError {
         call,
         message: failure.to_string(),
     }
 }
 
-/// A failed or timed-out API call.
-#[derive(Debug, thiserror::Error)]
-enum StepFailure {
-    /// The API server answered with an error, or the connection failed.
-    #[error(transparent)]
-    Api(#[from] kube::Error),
-    /// No answer within [`CALL_TIMEOUT`].
-    #[error("no answer within {}s", CALL_TIMEOUT.as_secs())]
-    Timeout,
-    /// The objects found cannot be used.
-    #[error("{0}")]
-    Unusable(String),
-}
-
-impl StepFailure {
-    fn is_status(&self, code: u16) -> bool {
-        matches!(self, StepFailure::Api(kube::Error::Api(status)) if status.code == code)
-    }
-}
-
+/// Runs one API call, bounded by [`CALL_TIMEOUT`].
 async fn call<T>(
-    future: impl std::future::Future<Output = Result<T, kube::Error>>,
-) -> Result<T, StepFailure> {
-    match tokio::time::timeout(CALL_TIMEOUT, future).await {
-        Ok(result) => result.map_err(StepFailure::from),
-        Err(_) => Err(StepFailure::Timeout),
-    }
+    future: impl std::future::Future<Output = kube::Result<T>>,
+) -> Result<T, CallError> {
+    bounded_call(CALL_TIMEOUT, future).await
 }
 
 /// `Some(object)`, `None` on 404, or the failure.
-async fn get_opt<K>(api: &Api<K>, name: &str) -> Result<Option<K>, StepFailure>
+async fn get_opt<K>(api: &Api<K>, name: &str) -> Result<Option<K>, CallError>
 where
     K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -651,23 +629,23 @@ where
 }
 
 /// Creates `object`; one that already exists is fine.
-async fn create<K>(api: &Api<K>, object: &K) -> Result<(), StepFailure>
+async fn create<K>(api: &Api<K>, object: &K) -> Result<(), CallError>
 where
     K: Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     match call(api.create(&PostParams::default(), object)).await {
-        Err(failure) if failure.is_status(409) => Ok(()),
+        Err(CallError::Conflict(_)) => Ok(()),
         other => other.map(drop),
     }
 }
 
 /// Deletes `name`; one already gone is fine.
-async fn delete<K>(api: &Api<K>, name: &str) -> Result<(), StepFailure>
+async fn delete<K>(api: &Api<K>, name: &str) -> Result<(), CallError>
 where
     K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     match call(api.delete(name, &DeleteParams::background())).await {
-        Err(failure) if failure.is_status(404) => Ok(()),
+        Err(CallError::NotFound) => Ok(()),
         other => other.map(drop),
     }
 }
@@ -798,7 +776,7 @@ async fn step(
 ) -> Result<(), StepError> {
     let scale = match (call(deployments.get_scale(name)).await, version) {
         // A version whose Deployment does not exist (yet): create it when it is wanted.
-        (Err(failure), Some(version)) if failure.is_status(404) => {
+        (Err(CallError::NotFound), Some(version)) => {
             target.observed.store(0, Ordering::Release);
             let Some(replicas) = wanted.filter(|n| *n > 0) else {
                 return Ok(());
@@ -870,10 +848,10 @@ async fn create_version(
     service: &KubernetesService,
     version: &VersionConfig,
     replicas: u32,
-) -> Result<(), StepFailure> {
+) -> Result<(), CallError> {
     let stable = call(deployments.get(&service.deployment)).await?;
     let derived = version::derive_deployment(&stable, version, replicas)
-        .map_err(|e| StepFailure::Unusable(format!("deployment {}: {e}", service.deployment)))?;
+        .map_err(|e| CallError::Failed(format!("deployment {}: {e}", service.deployment)))?;
     let name = derived.metadata.name.clone().unwrap_or_default();
     create(deployments, &derived).await?;
     tracing::info!(service = %service.name, version = %version.version, deployment = %name, replicas, "version deployed");
@@ -887,7 +865,7 @@ async fn ensure_version_service(
     service: &KubernetesService,
     version: &VersionConfig,
     deployment_name: &str,
-) -> Result<(), StepFailure> {
+) -> Result<(), CallError> {
     let name = version::version_object_name(&service.endpoints_service, &version.version);
     if get_opt(services, &name).await?.is_some() {
         return Ok(());

@@ -74,7 +74,7 @@ use tokio::sync::watch;
 mod election;
 mod windows;
 
-use super::retry::{Backoff, Throttle};
+use super::retry::{bounded_call, Backoff, CallError, Throttle};
 use election::{claim, decide, duration_seconds, observe, released, Claimant, LeaseRecord, Step};
 use windows::{listed, own_lease, PeerBook, Publisher};
 
@@ -649,15 +649,7 @@ impl Leadership {
         &self,
         request: impl Future<Output = kube::Result<T>>,
     ) -> Result<T, CallError> {
-        let limit = self.settings.retry_period().max(MIN_CALL_TIMEOUT);
-        match tokio::time::timeout(limit, request).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => Err(CallError::from(error)),
-            Err(_) => Err(CallError::Failed(format!(
-                "timed out after {}",
-                humantime::format_duration(Duration::from_millis(millis(limit)))
-            ))),
-        }
+        bounded_call(self.settings.retry_period().max(MIN_CALL_TIMEOUT), request).await
     }
 
     /// Counts a failed call and logs it (throttled). Always false, for `return self.failed(..)`.
@@ -767,42 +759,6 @@ impl Shell {
             }
         }
         self.unreadable = now_unreadable;
-    }
-}
-
-/// How an API call failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum CallError {
-    /// 409: someone else wrote first (or the object already exists).
-    Conflict(String),
-    /// 404.
-    NotFound,
-    /// Anything else, timeouts included.
-    Failed(String),
-}
-
-impl From<kube::Error> for CallError {
-    fn from(error: kube::Error) -> Self {
-        match error {
-            kube::Error::Api(status) => {
-                let message = format!("{} {}: {}", status.code, status.reason, status.message);
-                match status.code {
-                    409 => Self::Conflict(message),
-                    404 => Self::NotFound,
-                    _ => Self::Failed(message),
-                }
-            }
-            other => Self::Failed(other.to_string()),
-        }
-    }
-}
-
-impl std::fmt::Display for CallError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Conflict(message) | Self::Failed(message) => f.write_str(message),
-            Self::NotFound => f.write_str("404 not found"),
-        }
     }
 }
 

@@ -1,5 +1,5 @@
-//! How the Kubernetes backend and the election wait after failed API calls, and how often they
-//! say so.
+//! How the Kubernetes backend's and the election's API calls fail, how long they may take, how
+//! long they wait after a failure, and how often they say so.
 //!
 //! ```text
 //!  call fails ─► Backoff::next ─► base, 2·base, 4·base … capped at the retry period
@@ -72,6 +72,58 @@ impl Throttle {
     pub fn succeeded(&mut self) -> u64 {
         self.last = None;
         std::mem::take(&mut self.failures)
+    }
+}
+
+/// How an API call failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CallError {
+    /// 409: someone else wrote first (or the object already exists).
+    Conflict(String),
+    /// 404.
+    NotFound,
+    /// Anything else, timeouts included (the message says what).
+    Failed(String),
+}
+
+impl From<kube::Error> for CallError {
+    fn from(error: kube::Error) -> Self {
+        match error {
+            kube::Error::Api(status) => {
+                let message = format!("{} {}: {}", status.code, status.reason, status.message);
+                match status.code {
+                    409 => Self::Conflict(message),
+                    404 => Self::NotFound,
+                    _ => Self::Failed(message),
+                }
+            }
+            other => Self::Failed(other.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Conflict(message) | Self::Failed(message) => f.write_str(message),
+            Self::NotFound => f.write_str("404 not found"),
+        }
+    }
+}
+
+/// Runs one API call, bounded by `limit`: a call with no answer by then fails.
+pub(crate) async fn bounded_call<T>(
+    limit: Duration,
+    request: impl std::future::Future<Output = kube::Result<T>>,
+) -> Result<T, CallError> {
+    match tokio::time::timeout(limit, request).await {
+        Ok(result) => result.map_err(CallError::from),
+        Err(_) => Err(CallError::Failed(format!(
+            "timed out after {}",
+            humantime::format_duration(Duration::from_millis(
+                u64::try_from(limit.as_millis()).unwrap_or(u64::MAX)
+            ))
+        ))),
     }
 }
 
