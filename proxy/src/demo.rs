@@ -113,6 +113,14 @@ pub fn run(options: DemoOptions) -> anyhow::Result<String> {
         });
     });
 
+    // The server binds its listeners on its own thread: traffic starts once the proxy accepts.
+    let listening_by = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(proxy_addr).is_err() {
+        if Instant::now() > listening_by {
+            anyhow::bail!("the proxy never listened on {proxy_addr}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     println!("forecourt demo: proxy on http://{proxy_addr}, admin on http://{admin_addr}");
     println!("  services launched by the local orchestrator; each instance boots in 3 s");
     println!("  try: curl -s http://{admin_addr}/v1/services/shop/readiness");
