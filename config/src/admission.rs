@@ -1,5 +1,6 @@
-//! Admission limits: per-tenant rate and concurrency by tenant class, per-service limits, the
-//! global in-flight limit and the header timeout, and who may read the admin API.
+//! The `limits:` section (request sizes and timeouts, the global in-flight limit, per-tenant rate
+//! and concurrency by tenant class), per-service limits, and who may read the admin API
+//! (`admin:`).
 //!
 //! ```yaml
 //! limits:
@@ -15,11 +16,37 @@
 //!     hold: { max_per_tenant: 50 }   # one tenant's burst cannot fill the hold queue
 //! ```
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::policy::Checker;
+use crate::check::Checker;
+use crate::metadata::Metadata;
+
+/// Limits on requests, checked before routing.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSpec {
+    /// Largest request header block in bytes (default 32768); larger gets 431.
+    pub max_header_bytes: Option<usize>,
+    /// Longest request target in bytes (default 8192); longer gets 414.
+    pub max_uri_bytes: Option<usize>,
+    /// Requests in flight in the whole proxy (default 10000); beyond it a fast 503.
+    pub max_in_flight: Option<u32>,
+    /// A request header must arrive in full within this (default 10s).
+    #[serde(default, deserialize_with = "crate::de::duration")]
+    pub header_timeout: Option<Duration>,
+    /// Slowest average request body accepted once it has taken longer than the header timeout,
+    /// in bytes per second (default 1024; 0 turns it off).
+    pub min_body_rate: Option<u64>,
+    /// On SIGTERM, how long requests in flight may take to finish (default 10s).
+    #[serde(default, deserialize_with = "crate::de::duration")]
+    pub drain_timeout: Option<Duration>,
+    /// Per-tenant rate and concurrency limits by tenant class.
+    #[serde(default)]
+    pub tenant_classes: BTreeMap<String, RateSpec>,
+}
 
 /// A rate and concurrency limit as written.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -53,6 +80,25 @@ impl RateLimit {
         burst: 0,
         concurrency: None,
     };
+}
+
+/// Limits on requests, checked before routing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Largest request header block in bytes.
+    pub max_header_bytes: usize,
+    /// Longest request target in bytes.
+    pub max_uri_bytes: usize,
+    /// Requests in flight in the whole proxy; beyond it a fast 503.
+    pub max_in_flight: u32,
+    /// A request header must arrive in full within this.
+    pub header_timeout: Duration,
+    /// Slowest average request body accepted after `header_timeout`, bytes per second (0: off).
+    pub min_body_rate: u64,
+    /// On SIGTERM, how long requests in flight may take to finish (read at start only).
+    pub drain_timeout: Duration,
+    /// Per-tenant limits by tenant class name (classes without limits are absent).
+    pub tenant_classes: Vec<(String, RateLimit)>,
 }
 
 /// `admin:` as written.
@@ -105,22 +151,58 @@ impl Checker<'_> {
         }
     }
 
-    /// Checks `limits.max_in_flight` and `limits.header_timeout`.
-    pub(crate) fn admission(
-        &mut self,
-        max_in_flight: Option<u32>,
-        header_timeout: Option<Duration>,
-    ) -> (u32, Duration) {
-        let max_in_flight = max_in_flight.unwrap_or(10_000);
+    /// Resolves the `limits:` section; tenant classes must be named in `metadata`.
+    pub(crate) fn limits(&mut self, raw: &LimitsSpec, metadata: &Metadata) -> Limits {
+        let max_in_flight = raw.max_in_flight.unwrap_or(10_000);
         if max_in_flight == 0 || max_in_flight > MAX_IN_FLIGHT {
             self.problem("limits.max_in_flight", "between 1 and 1000000");
         }
-        let header_timeout = header_timeout.unwrap_or(Duration::from_secs(10));
+        let header_timeout = raw.header_timeout.unwrap_or(Duration::from_secs(10));
         if header_timeout < Duration::from_millis(100) || header_timeout > Duration::from_secs(300)
         {
             self.problem("limits.header_timeout", "between 100ms and 5m");
         }
-        (max_in_flight, header_timeout)
+        let mut tenant_classes = Vec::new();
+        for (class, spec) in &raw.tenant_classes {
+            let at = format!("limits.tenant_classes.{class}");
+            if !metadata.has_class(class) {
+                self.problem(
+                    &at,
+                    format!("no tenant class {class:?} (metadata.tenant_classes and default_tenant_class name them)"),
+                );
+            }
+            tenant_classes.push((class.clone(), self.rate_limit(&at, spec)));
+        }
+        let limits = Limits {
+            max_header_bytes: raw.max_header_bytes.unwrap_or(32 * 1024),
+            max_uri_bytes: raw.max_uri_bytes.unwrap_or(8 * 1024),
+            max_in_flight,
+            header_timeout,
+            drain_timeout: raw.drain_timeout.unwrap_or(Duration::from_secs(10)),
+            min_body_rate: raw.min_body_rate.unwrap_or(1024),
+            tenant_classes,
+        };
+        if limits.drain_timeout > Duration::from_secs(600) {
+            self.problem("limits.drain_timeout", "at most 10m");
+        }
+        // Pingora itself refuses header blocks above 1 MiB.
+        if !(1024..=1024 * 1024).contains(&limits.max_header_bytes) {
+            self.problem(
+                "limits.max_header_bytes",
+                "must be between 1024 and 1048576",
+            );
+        }
+        if !(256..=64 * 1024).contains(&limits.max_uri_bytes) {
+            self.problem("limits.max_uri_bytes", "must be between 256 and 65536");
+        }
+        limits
+    }
+
+    /// Resolves the `admin:` section.
+    pub(crate) fn admin(&mut self, raw: &AdminSpec) -> AdminAccess {
+        AdminAccess {
+            public_reads: raw.public_reads.unwrap_or(false),
+        }
     }
 }
 

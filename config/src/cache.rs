@@ -21,25 +21,26 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
-use crate::policy::Checker;
+use crate::check::Checker;
+pub use crate::de::parse_byte_size;
 
 /// `cache:` as written.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CacheSpec {
     /// Freshness when a response gives none.
-    #[serde(default, deserialize_with = "crate::schema::duration")]
+    #[serde(default, deserialize_with = "crate::de::duration")]
     pub ttl: Option<Duration>,
     /// Cap on any response's freshness.
-    #[serde(default, deserialize_with = "crate::schema::duration")]
+    #[serde(default, deserialize_with = "crate::de::duration")]
     pub max_ttl: Option<Duration>,
     /// Bytes of all cached responses of the service.
-    #[serde(default, deserialize_with = "byte_size")]
+    #[serde(default, deserialize_with = "crate::de::byte_size")]
     pub max_bytes: Option<u64>,
     /// Bytes of the largest response that is cached.
-    #[serde(default, deserialize_with = "byte_size")]
+    #[serde(default, deserialize_with = "crate::de::byte_size")]
     pub max_object_bytes: Option<u64>,
     /// One entry for all tenants instead of one per tenant.
     pub shared: Option<bool>,
@@ -63,10 +64,10 @@ pub struct WarmSpec {
     /// Warm requests per second per instance.
     pub rate: Option<u32>,
     /// Longest warm-up of one instance.
-    #[serde(default, deserialize_with = "crate::schema::duration")]
+    #[serde(default, deserialize_with = "crate::de::duration")]
     pub timeout: Option<Duration>,
     /// Re-fetch hot cached entries this long before they expire; 0 turns it off.
-    #[serde(default, deserialize_with = "crate::schema::duration")]
+    #[serde(default, deserialize_with = "crate::de::duration")]
     pub refresh_ahead: Option<Duration>,
 }
 
@@ -108,47 +109,6 @@ pub struct WarmConfig {
 
 /// Largest `max_bytes` accepted: 64 GiB.
 const MAX_CACHE_BYTES: u64 = 64 << 30;
-
-/// Reads a byte size: a number of bytes, or a string like `512KiB`, `64MiB`, `1GiB`, `10MB`.
-pub(crate) fn byte_size<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<u64>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Size {
-        Number(u64),
-        Text(String),
-    }
-    match Size::deserialize(deserializer)? {
-        Size::Number(n) => Ok(Some(n)),
-        Size::Text(text) => parse_byte_size(&text).map(Some).ok_or_else(|| {
-            serde::de::Error::custom(format!(
-                "invalid size {text:?}: use e.g. 65536, 512KiB, 64MiB, 1GiB"
-            ))
-        }),
-    }
-}
-
-/// Parses `64MiB`, `512 KiB`, `10MB`, `4096` or `4096B` into bytes.
-pub fn parse_byte_size(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().ok()?;
-    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "kib" => 1 << 10,
-        "mib" => 1 << 20,
-        "gib" => 1 << 30,
-        "kb" => 1_000,
-        "mb" => 1_000_000,
-        "gb" => 1_000_000_000,
-        _ => return None,
-    };
-    number.checked_mul(factor)
-}
 
 // === impl Checker ===
 

@@ -14,7 +14,9 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
+
+use crate::check::Checker;
 
 /// Default forecast horizons in seconds.
 pub const DEFAULT_HORIZONS: [u64; 4] = [5, 10, 30, 60];
@@ -26,7 +28,7 @@ pub const MAX_HORIZON: Duration = Duration::from_secs(600);
 #[serde(deny_unknown_fields)]
 pub struct ForecastSpec {
     /// Horizons forecast and scored every second (default 5s, 10s, 30s, 60s).
-    #[serde(default, deserialize_with = "durations")]
+    #[serde(default, deserialize_with = "crate::de::durations")]
     pub horizons: Option<Vec<Duration>>,
     /// Known surges.
     #[serde(default)]
@@ -44,7 +46,7 @@ pub struct EventSpec {
     /// When it starts, RFC 3339 (`2026-11-27T12:00:00Z`).
     pub start: String,
     /// How long it lasts.
-    #[serde(deserialize_with = "crate::schema::duration")]
+    #[serde(deserialize_with = "crate::de::duration")]
     pub duration: Option<Duration>,
     /// Multiply the forecast by this factor while it lasts.
     pub multiply: Option<f64>,
@@ -60,6 +62,8 @@ pub struct ForecastConfig {
     /// Scheduled events from the policy file.
     pub events: Vec<EventConfig>,
 }
+
+// === impl ForecastConfig ===
 
 impl Default for ForecastConfig {
     fn default() -> Self {
@@ -109,6 +113,8 @@ pub fn format_time(unix_ms: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(unix_ms)).to_string()
 }
 
+// === impl EventChange ===
+
 impl EventChange {
     /// Builds the change from the two optional fields; exactly one must be given.
     pub fn from_fields(multiply: Option<f64>, add_rate: Option<f64>) -> Result<Self, String> {
@@ -123,29 +129,11 @@ impl EventChange {
     }
 }
 
-fn durations<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<Vec<Duration>>, D::Error> {
-    let texts = Vec::<String>::deserialize(deserializer)?;
-    texts
-        .iter()
-        .map(|text| {
-            humantime::parse_duration(text)
-                .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?}: {e}")))
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map(Some)
-}
-
 // === impl Checker ===
 
-impl crate::policy::Checker<'_> {
-    /// Resolves the `forecast:` section against the resolved services.
-    pub(crate) fn forecast(
-        &mut self,
-        raw: ForecastSpec,
-        services: &[crate::ServiceConfig],
-    ) -> ForecastConfig {
+impl Checker<'_> {
+    /// Resolves the `forecast:` section; events must name one of `services`.
+    pub(crate) fn forecast(&mut self, raw: ForecastSpec, services: &[&str]) -> ForecastConfig {
         let mut horizons = Vec::new();
         match raw.horizons {
             None => horizons.extend(DEFAULT_HORIZONS),
@@ -170,7 +158,7 @@ impl crate::policy::Checker<'_> {
         let mut events = Vec::with_capacity(raw.events.len());
         for (i, spec) in raw.events.into_iter().enumerate() {
             let at = format!("forecast.events[{i}]");
-            if !services.iter().any(|s| s.name == spec.service) {
+            if !services.contains(&spec.service.as_str()) {
                 self.problem(
                     &format!("{at}.service"),
                     format!("no service is named {:?}", spec.service),

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::policy::Checker;
+use crate::check::{is_label, Checker};
 
 /// Default field manager of Forecourt's writes.
 pub const DEFAULT_FIELD_MANAGER: &str = "forecourt";
@@ -48,7 +48,7 @@ pub struct LeaderElectionSpec {
     /// Lease namespace (default `kubernetes.namespace`).
     pub namespace: Option<String>,
     /// How long a leader that stopped renewing keeps the lease (default 15s).
-    #[serde(default, deserialize_with = "crate::schema::duration")]
+    #[serde(default, deserialize_with = "crate::de::duration")]
     pub duration: Option<Duration>,
 }
 
@@ -57,10 +57,10 @@ pub struct LeaderElectionSpec {
 #[serde(deny_unknown_fields)]
 pub struct RetrySpec {
     /// First wait after a failed call (default 500ms).
-    #[serde(default, deserialize_with = "crate::schema::duration")]
+    #[serde(default, deserialize_with = "crate::de::duration")]
     pub base: Option<Duration>,
     /// Longest wait (default 30s).
-    #[serde(default, deserialize_with = "crate::schema::duration")]
+    #[serde(default, deserialize_with = "crate::de::duration")]
     pub max: Option<Duration>,
 }
 
@@ -113,6 +113,8 @@ pub struct LeaderElection {
     /// How long a leader that stopped renewing keeps the lease.
     pub duration: Duration,
 }
+
+// === impl KubernetesConfig ===
 
 impl Default for KubernetesConfig {
     fn default() -> Self {
@@ -235,7 +237,7 @@ impl Checker<'_> {
 
     /// Checks a Kubernetes object name (an RFC 1123 DNS label, as for Services and namespaces).
     pub(crate) fn object_name(&mut self, path: &str, name: &str) {
-        if !crate::policy::is_label(name) {
+        if !is_label(name) {
             self.problem(
                 path,
                 format!("{name:?} is not a Kubernetes name: 1-63 lowercase letters, digits and '-', starting and ending with a letter or digit"),

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::policy::Checker;
+use crate::check::Checker;
 
 /// Placeholder replaced by the instance's port.
 pub const PORT_PLACEHOLDER: &str = "{port}";
@@ -39,10 +39,10 @@ pub struct LaunchSpec {
     /// Working directory.
     pub directory: Option<PathBuf>,
     /// Longest wait for in-flight requests of a removed instance (default 10s).
-    #[serde(default, deserialize_with = "crate::schema::duration")]
+    #[serde(default, deserialize_with = "crate::de::duration")]
     pub drain_timeout: Option<Duration>,
     /// Wait between SIGTERM and SIGKILL (default 5s).
-    #[serde(default, deserialize_with = "crate::schema::duration")]
+    #[serde(default, deserialize_with = "crate::de::duration")]
     pub stop_grace: Option<Duration>,
 }
 
@@ -53,7 +53,7 @@ pub struct HoldSpec {
     /// Most requests held at once for the service; 0 answers 503 at once.
     pub max_requests: Option<u32>,
     /// Longest a request waits for a ready instance.
-    #[serde(default, deserialize_with = "crate::schema::duration")]
+    #[serde(default, deserialize_with = "crate::de::duration")]
     pub timeout: Option<Duration>,
     /// Most requests of one tenant held at once (default a quarter of `max_requests`).
     pub max_per_tenant: Option<u32>,
@@ -84,6 +84,8 @@ pub struct Hold {
     /// Most requests of one tenant held at once, so one tenant's burst cannot fill the queue.
     pub max_per_tenant: u32,
 }
+
+// === impl Hold ===
 
 impl Default for Hold {
     fn default() -> Self {

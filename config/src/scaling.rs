@@ -38,9 +38,9 @@ use std::collections::HashSet;
 use std::fmt;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
-use crate::policy::ServiceConfig;
+use crate::de::duration;
 
 /// Built-in `min_replicas`.
 pub const DEFAULT_MIN_REPLICAS: u32 = 1;
@@ -153,6 +153,16 @@ pub enum HorizonSpec {
     Auto,
     /// A fixed duration.
     Fixed(Duration),
+}
+
+/// Why a `horizon:` value is neither `auto` nor a duration.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid horizon {text:?}: expected auto or a duration ({reason})")]
+pub struct InvalidHorizon {
+    /// The value as written, trimmed.
+    text: String,
+    /// Why it is not a duration.
+    reason: humantime::DurationError,
 }
 
 /// `scale_up:` as written.
@@ -307,14 +317,17 @@ pub struct Dependency {
 
 impl HorizonSpec {
     /// Parses `auto` or a duration such as `15s`.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, InvalidHorizon> {
         let text = text.trim();
         if text == "auto" {
             return Ok(Self::Auto);
         }
         humantime::parse_duration(text)
             .map(Self::Fixed)
-            .map_err(|e| format!("invalid horizon {text:?}: expected auto or a duration ({e})"))
+            .map_err(|reason| InvalidHorizon {
+                text: text.to_owned(),
+                reason,
+            })
     }
 }
 
@@ -710,8 +723,8 @@ impl Resolver<'_, '_> {
     fn horizon(&mut self) -> Horizon {
         let written = self.pick("horizon", |s| s.horizon.clone(), "auto".to_owned());
         let horizon = Set {
-            value: HorizonSpec::parse(&written.value).unwrap_or_else(|message| {
-                self.problem_at(&written, message);
+            value: HorizonSpec::parse(&written.value).unwrap_or_else(|error| {
+                self.problem_at(&written, error.to_string());
                 HorizonSpec::Auto
             }),
             from: written.from,
@@ -829,15 +842,15 @@ pub(crate) fn dependencies(
     resolved
 }
 
-/// Checks the dependency graph across services (in file order): every named service exists and
-/// no chain of dependencies leads back to where it started.
-pub(crate) fn check_graph(services: &[ServiceConfig], report: Report<'_>) {
-    let index = |name: &str| services.iter().position(|s| s.name == name);
+/// Checks the dependency graph across services, each its name and resolved dependencies (in file
+/// order): every named service exists and no chain of dependencies leads back to where it started.
+pub(crate) fn check_graph(services: &[(&str, &[Dependency])], report: Report<'_>) {
+    let index = |name: &str| services.iter().position(|(s, _)| *s == name);
     // Edges by index; unknown names are reported and left out.
     let mut edges: Vec<Vec<(usize, usize)>> = Vec::with_capacity(services.len());
-    for (i, service) in services.iter().enumerate() {
+    for (i, (_, dependencies)) in services.iter().enumerate() {
         let mut out = Vec::new();
-        for (j, dependency) in service.dependencies.iter().enumerate() {
+        for (j, dependency) in dependencies.iter().enumerate() {
             match index(&dependency.service) {
                 Some(target) if target != i => out.push((j, target)),
                 Some(_) => {} // self-dependency, reported with the service
@@ -879,11 +892,9 @@ pub(crate) fn check_graph(services: &[ServiceConfig], report: Report<'_>) {
                 }
                 Mark::OnPath => {
                     let start = stack.iter().position(|&(n, _)| n == target).unwrap_or(0);
-                    let mut cycle: Vec<&str> = stack[start..]
-                        .iter()
-                        .map(|&(n, _)| services[n].name.as_str())
-                        .collect();
-                    cycle.push(services[target].name.as_str());
+                    let mut cycle: Vec<&str> =
+                        stack[start..].iter().map(|&(n, _)| services[n].0).collect();
+                    cycle.push(services[target].0);
                     report(
                         &format!("services[{node}].dependencies[{j}].service"),
                         format!("dependency cycle: {}", cycle.join(" -> ")),
@@ -893,16 +904,6 @@ pub(crate) fn check_graph(services: &[ServiceConfig], report: Report<'_>) {
             }
         }
     }
-}
-
-// === deserializers ===
-
-/// Parses `"1s"`, `"250ms"`, `"1m 30s"` into a [`Duration`], as the rest of the schema does.
-fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
-    let text = String::deserialize(deserializer)?;
-    humantime::parse_duration(&text)
-        .map(Some)
-        .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?}: {e}")))
 }
 
 #[cfg(test)]

@@ -23,7 +23,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::policy::Checker;
+use crate::check::{is_label, Checker};
+use crate::launch::PORT_PLACEHOLDER;
+
+/// Default version label of an instance: the version unflagged requests go to.
+pub const DEFAULT_VERSION: &str = "stable";
 
 /// One `versions:` entry as written.
 #[derive(Debug, Deserialize)]
@@ -47,7 +51,7 @@ pub struct VersionSpec {
     /// Where flagged requests go until the version has a ready instance (default `stable`).
     pub until_ready: Option<UntilReady>,
     /// How long after the flag's last request the version is kept (default 10m).
-    #[serde(default, deserialize_with = "crate::schema::duration")]
+    #[serde(default, deserialize_with = "crate::de::duration")]
     pub grace: Option<Duration>,
     /// What happens after the grace period (default `scale_to_zero`).
     pub when_idle: Option<WhenIdle>,
@@ -115,18 +119,18 @@ impl Checker<'_> {
                 self.problem(&format!("{at}.flag"), "give the flag value, 1-256 bytes");
             }
             let version = spec.version.clone().unwrap_or_else(|| spec.flag.clone());
-            if !crate::policy::is_label(&version) || version.len() > 30 {
+            if !is_label(&version) || version.len() > 30 {
                 self.problem(
                     &format!("{at}.version"),
                     format!("version {version:?} must be 1-30 lowercase letters, digits and '-' (it becomes part of object names); set version: when the flag value is not"),
                 );
             }
-            if version == crate::DEFAULT_VERSION {
+            if version == DEFAULT_VERSION {
                 self.problem(
                     &format!("{at}.version"),
                     format!(
                         "{:?} is the version unflagged requests go to",
-                        crate::DEFAULT_VERSION
+                        DEFAULT_VERSION
                     ),
                 );
             }
@@ -159,10 +163,7 @@ impl Checker<'_> {
                         "give the program and its arguments",
                     );
                 }
-                if !command
-                    .iter()
-                    .any(|a| a.contains(crate::launch::PORT_PLACEHOLDER))
-                {
+                if !command.iter().any(|a| a.contains(PORT_PLACEHOLDER)) {
                     self.problem(
                         &format!("{at}.command"),
                         "the command must contain {port}: each instance gets its own port",
@@ -207,9 +208,8 @@ fn is_label_key(key: &str) -> bool {
         Some((prefix, name)) => (Some(prefix), name),
         None => (None, key),
     };
-    let prefix_ok = prefix.is_none_or(|p| {
-        !p.is_empty() && p.len() <= 253 && p.split('.').all(crate::policy::is_label)
-    });
+    let prefix_ok =
+        prefix.is_none_or(|p| !p.is_empty() && p.len() <= 253 && p.split('.').all(is_label));
     prefix_ok && !name.is_empty() && is_label_value(name)
 }
 

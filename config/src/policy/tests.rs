@@ -1,4 +1,7 @@
+use std::time::Duration;
+
 use super::*;
+use crate::{DEFAULT_ADMIN_ADDR, DEFAULT_TENANT_HEADER, DEFAULT_VERSION};
 
 fn parse(text: &str) -> Result<Policy, LoadError> {
     Policy::parse(text, Path::new("test.yaml"))
