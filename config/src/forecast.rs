@@ -98,14 +98,52 @@ pub struct EventConfig {
     pub change: EventChange,
 }
 
+/// Why a text is not an event's start time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TimeError {
+    /// Not RFC 3339 at all.
+    #[error("{text:?} is not an RFC 3339 time ({reason})")]
+    NotRfc3339 {
+        /// The text given.
+        text: String,
+        /// What the parser said.
+        reason: String,
+    },
+    /// Before the UNIX epoch.
+    #[error("{0:?} is before 1970")]
+    BeforeEpoch(String),
+    /// Past what milliseconds in a `u64` hold.
+    #[error("{0:?} is too far away")]
+    TooFar(String),
+}
+
 /// Parses an RFC 3339 time into UNIX milliseconds.
-pub fn parse_time(text: &str) -> Result<u64, String> {
-    let time = humantime::parse_rfc3339_weak(text.trim())
-        .map_err(|e| format!("{text:?} is not an RFC 3339 time ({e})"))?;
+pub fn parse_time(text: &str) -> Result<u64, TimeError> {
+    let time = humantime::parse_rfc3339_weak(text.trim()).map_err(|e| TimeError::NotRfc3339 {
+        text: text.to_owned(),
+        reason: e.to_string(),
+    })?;
     let since = time
         .duration_since(UNIX_EPOCH)
-        .map_err(|_| format!("{text:?} is before 1970"))?;
-    u64::try_from(since.as_millis()).map_err(|_| format!("{text:?} is too far away"))
+        .map_err(|_| TimeError::BeforeEpoch(text.to_owned()))?;
+    u64::try_from(since.as_millis()).map_err(|_| TimeError::TooFar(text.to_owned()))
+}
+
+/// Why an event's `multiply` and `add_rate` make no change.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ChangeError {
+    /// `multiply` out of range.
+    #[error("multiply {0} must be between 0 and 1000")]
+    Multiply(f64),
+    /// `add_rate` negative or not a number.
+    #[error("add_rate {0} must be a non-negative number")]
+    AddRate(f64),
+    /// Both given.
+    #[error("give either multiply or add_rate, not both")]
+    Both,
+    /// Neither given.
+    #[error("an event needs multiply or add_rate")]
+    Neither,
 }
 
 /// Formats UNIX milliseconds as RFC 3339 (UTC, seconds).
@@ -117,14 +155,14 @@ pub fn format_time(unix_ms: u64) -> String {
 
 impl EventChange {
     /// Builds the change from the two optional fields; exactly one must be given.
-    pub fn from_fields(multiply: Option<f64>, add_rate: Option<f64>) -> Result<Self, String> {
+    pub fn from_fields(multiply: Option<f64>, add_rate: Option<f64>) -> Result<Self, ChangeError> {
         match (multiply, add_rate) {
             (Some(m), None) if (0.0..=1_000.0).contains(&m) => Ok(Self::Multiply(m)),
-            (Some(m), None) => Err(format!("multiply {m} must be between 0 and 1000")),
+            (Some(m), None) => Err(ChangeError::Multiply(m)),
             (None, Some(r)) if r.is_finite() && r >= 0.0 => Ok(Self::AddRate(r)),
-            (None, Some(r)) => Err(format!("add_rate {r} must be a non-negative number")),
-            (Some(_), Some(_)) => Err("give either multiply or add_rate, not both".to_owned()),
-            (None, None) => Err("an event needs multiply or add_rate".to_owned()),
+            (None, Some(r)) => Err(ChangeError::AddRate(r)),
+            (Some(_), Some(_)) => Err(ChangeError::Both),
+            (None, None) => Err(ChangeError::Neither),
         }
     }
 }
@@ -164,8 +202,8 @@ impl Checker<'_> {
                     format!("no service is named {:?}", spec.service),
                 );
             }
-            let start_unix_ms = parse_time(&spec.start).unwrap_or_else(|message| {
-                self.problem(&format!("{at}.start"), message);
+            let start_unix_ms = parse_time(&spec.start).unwrap_or_else(|error| {
+                self.problem(&format!("{at}.start"), error.to_string());
                 0
             });
             let duration = spec.duration.unwrap_or_default();
@@ -173,13 +211,13 @@ impl Checker<'_> {
                 self.problem(&format!("{at}.duration"), "an event lasts at least 1s");
             }
             let change =
-                EventChange::from_fields(spec.multiply, spec.add_rate).unwrap_or_else(|message| {
+                EventChange::from_fields(spec.multiply, spec.add_rate).unwrap_or_else(|error| {
                     let field = match (spec.multiply, spec.add_rate) {
                         (_, Some(_)) => ".add_rate",
                         (Some(_), None) => ".multiply",
                         (None, None) => "",
                     };
-                    self.problem(&format!("{at}{field}"), message);
+                    self.problem(&format!("{at}{field}"), error.to_string());
                     EventChange::AddRate(0.0)
                 });
             events.push(EventConfig {

@@ -16,8 +16,8 @@
 use std::path::Path;
 
 use forecourt_config::{LoadError, Policy};
-use forecourt_proxy::metadata::MetadataRules;
-use forecourt_proxy::routes::RouteTable;
+use forecourt_proxy::classify::metadata::MetadataRules;
+use forecourt_proxy::classify::routes::RouteTable;
 use libfuzzer_sys::fuzz_target;
 
 /// The label every problem must carry.

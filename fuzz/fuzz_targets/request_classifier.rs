@@ -21,9 +21,9 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use forecourt_config::{Policy, RouteConfig};
-use forecourt_proxy::metadata::MetadataRules;
-use forecourt_proxy::proxy::{refuse, Refusal};
-use forecourt_proxy::routes::{RouteTable, ServiceIndex};
+use forecourt_proxy::classify::metadata::MetadataRules;
+use forecourt_proxy::ingress::refuse::{refuse, Refusal};
+use forecourt_proxy::classify::routes::{RouteTable, ServiceIndex};
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use libfuzzer_sys::fuzz_target;
 use pingora_http::RequestHeader;

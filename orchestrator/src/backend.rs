@@ -1,7 +1,7 @@
 //! The `Orchestrator` trait: how Forecourt orders capacity and learns which instances exist.
 //!
 //! ```text
-//!  control loop ── set_replicas(service, version, n) ──► backend (local | static | kubernetes)
+//!  control loop ── set_replicas(service, version, n) ──► backend (local | kubernetes)
 //!       ▲         remove_version(service, version) ───►       │ starts / stops instances
 //!       └──────── updates(): Reset, Add, Remove ◄─────────────┘
 //!                    │
@@ -11,6 +11,9 @@
 //! A backend only says which instances *exist*; Forecourt's own health checker decides which are
 //! ready. Before a backend stops an instance it emits [`Update::Remove`] (the proxy stops routing
 //! new requests to it) and waits on [`Drain::drained`] for the requests already in flight.
+
+pub mod combined;
+pub mod local;
 
 use std::io;
 use std::net::SocketAddr;
@@ -141,7 +144,7 @@ pub enum OrchestratorError {
 /// returns; starting, draining and stopping happen in background tasks.
 #[async_trait]
 pub trait Orchestrator: Send + Sync + 'static {
-    /// The backend's name: `"local"`, `"static"`, later `"kubernetes"`.
+    /// The backend's name: `"local"`, `"kubernetes"`, or both.
     fn kind(&self) -> &'static str;
 
     /// Orders `replicas` instances of `version` of `service`; idempotent, returns once ordered
@@ -168,6 +171,12 @@ pub trait Orchestrator: Send + Sync + 'static {
     /// backend whose versions are only replica counts (local processes) needs no more.
     async fn remove_version(&self, service: &str, version: &str) -> Result<(), OrchestratorError> {
         let _ = (service, version);
+        Ok(())
+    }
+
+    /// Takes a newly applied policy (launch specs, Kubernetes targets). The default has nothing
+    /// to change.
+    fn reconfigure(&self, _policy: &forecourt_config::Policy) -> Result<(), OrchestratorError> {
         Ok(())
     }
 

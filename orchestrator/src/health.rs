@@ -13,64 +13,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::ready::{ServiceInstances, WarmUp};
-
-/// What the health checker knows of one instance.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HealthState {
-    /// Confirmed ready.
-    pub ready: bool,
-    /// Successful probes in a row.
-    pub consecutive_ok: u32,
-    /// Failed probes in a row.
-    pub consecutive_fail: u32,
-    /// The last probe's failure, if it failed.
-    pub last_error: Option<String>,
-    /// Probes run so far.
-    pub probes: u64,
-    /// Probes that failed so far.
-    pub failed_probes: u64,
-}
-
-// === impl HealthState ===
-
-impl HealthState {
-    /// Applies one probe result against the thresholds.
-    pub fn observe(&mut self, result: Result<(), String>, healthy: u32, unhealthy: u32) {
-        self.probes += 1;
-        match result {
-            Ok(()) => {
-                self.consecutive_ok = self.consecutive_ok.saturating_add(1);
-                self.consecutive_fail = 0;
-                self.last_error = None;
-                if self.consecutive_ok >= healthy {
-                    self.ready = true;
-                }
-            }
-            Err(e) => {
-                self.failed_probes += 1;
-                self.consecutive_fail = self.consecutive_fail.saturating_add(1);
-                self.consecutive_ok = 0;
-                self.last_error = Some(e);
-                if self.consecutive_fail >= unhealthy {
-                    self.ready = false;
-                }
-            }
-        }
-    }
-
-    /// Why an instance is not ready, in words for the admin API.
-    pub fn reason(&self, healthy_threshold: u32) -> String {
-        match (&self.last_error, self.probes) {
-            (_, 0) => "not probed yet".to_owned(),
-            (Some(e), _) => format!("health check failing: {e}"),
-            (None, _) => format!(
-                "awaiting health checks ({}/{healthy_threshold} passed)",
-                self.consecutive_ok
-            ),
-        }
-    }
-}
+use crate::fleet::{ServiceInstances, WarmUp};
 
 /// Probes `address` once: GET `path`, success on any 2xx within `check.timeout`.
 pub async fn probe(address: SocketAddr, check: &HealthCheck) -> Result<(), String> {
@@ -195,6 +138,7 @@ pub async fn check_service(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::fleet::HealthState;
 
     #[test]
     fn ready_after_healthy_threshold_and_out_after_unhealthy() {
@@ -253,11 +197,11 @@ mod tests {
         address: SocketAddr,
         threshold: u32,
     ) -> (
-        Arc<crate::ready::Instance>,
+        Arc<crate::fleet::Instance>,
         Arc<ServiceInstances>,
         HealthCheck,
     ) {
-        let instance = Arc::new(crate::ready::Instance::new(address, "v1"));
+        let instance = Arc::new(crate::fleet::Instance::new(address, "v1"));
         let service = Arc::new(ServiceInstances::new("web", vec![instance.clone()]));
         let check = HealthCheck {
             path: "/healthz".into(),

@@ -23,7 +23,7 @@ use arc_swap::ArcSwap;
 use forecourt_config::{VersionConfig, WhenIdle};
 
 use crate::backend::{Orchestrator, OrchestratorError};
-use crate::scaling::millis;
+use crate::scale::decide::millis;
 
 /// A refused order is logged again after this long if it keeps failing the same way.
 const LOG_EVERY_MS: u64 = 60_000;

@@ -1,11 +1,11 @@
-//! Trace replay: the production predictor, policy engine and scaling memory on a virtual clock,
+//! Trace replay: the production predictor and control loop on a virtual clock,
 //! in front of a simulated fleet, side by side with Knative's KPA, an oracle and static peak
 //! provisioning.
 //!
 //! ```text
 //!  per second t of the trace:
 //!    fleet.step(t, arrivals[t])            serve what ready capacity allows, queue the rest
-//!    policy.desired(t)                     Forecourt: Predictor + ForecastEngine + ServiceScaler
+//!    policy.desired(t)                     Forecourt: Predictor + the proxy's ControlLoop::tick
 //!                                          KPA: stable/panic windows → Kpa::scale
 //!                                          oracle: the true arrivals of the next boot seconds
 //!                                          static: the peak, from the start
@@ -14,15 +14,17 @@
 
 pub mod fleet;
 
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use forecourt_config::{Capacity, ScalingConfig};
-use forecourt_predictor::{
-    EngineConfig, EnsembleConfig, ForecastEngine, Predictor, PredictorConfig, ServiceId,
-    WindowConfig,
-};
+use async_trait::async_trait;
+use forecourt_config::{Capacity, ForecastConfig, Policy, ScalingConfig, ServiceConfig};
+use forecourt_predictor::{Predictor, PredictorConfig, ServiceId, WindowConfig};
+use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::autoscale::{ServiceNow, ServiceScaler};
+use crate::backend::{Orchestrator, OrchestratorError, Update};
+use crate::control_loop::{ControlLoop, ControlPlane, HostService, HostState};
 pub use fleet::{FleetShape, FleetStats, SimFleet};
 
 /// What a policy sees at the end of second `t`.
@@ -64,16 +66,108 @@ pub trait ReplayPolicy: Send {
 
 // === Forecourt ===
 
-/// Forecourt's policy exactly as the control loop runs it: arrivals recorded in a [`Predictor`],
-/// the [`ForecastEngine`] ticked once a second, and the same [`ServiceScaler`].
+/// Forecourt's policy exactly as the proxy runs it: arrivals recorded in a [`Predictor`] and the
+/// same [`ControlLoop`] ticked once a virtual second, ordering through an in-memory backend.
 pub struct ForecourtReplay {
-    scaling: ScalingConfig,
-    predictor: Predictor,
-    engine: ForecastEngine,
-    scaler: ServiceScaler,
-    id: ServiceId,
+    predictive: bool,
+    state: ReplayState,
+    control: ControlLoop,
+    orchestrator: Arc<ReplayBackend>,
     last_forecast: Option<f64>,
+}
+
+impl std::fmt::Debug for ForecourtReplay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ForecourtReplay")
+            .field("control", &self.control)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The replayed service as the control loop's host reports it.
+struct ReplayState {
+    predictor: Arc<Predictor>,
+    forecast: ForecastConfig,
+    service: ServiceConfig,
+    ready: u32,
+    held: u32,
     service_time_secs: f64,
+}
+
+impl HostState for ReplayState {
+    fn predictor(&self) -> &Arc<Predictor> {
+        &self.predictor
+    }
+
+    fn forecast_config(&self) -> &ForecastConfig {
+        &self.forecast
+    }
+
+    fn services(&self) -> Vec<HostService<'_>> {
+        vec![HostService {
+            config: &self.service,
+            ready: self.ready,
+            held: self.held,
+            mean_latency_secs: self.service_time_secs,
+            versions: Vec::new(),
+        }]
+    }
+}
+
+/// The simulated fleet's order book: the control loop orders here, the replay reads it back.
+#[derive(Debug, Default)]
+struct ReplayBackend {
+    replicas: AtomicU32,
+}
+
+#[async_trait]
+impl Orchestrator for ReplayBackend {
+    fn kind(&self) -> &'static str {
+        "replay"
+    }
+
+    async fn set_replicas(
+        &self,
+        _service: &str,
+        _version: &str,
+        replicas: u32,
+    ) -> Result<(), OrchestratorError> {
+        self.replicas.store(replicas, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn replicas(&self, _service: &str, _version: &str) -> u32 {
+        self.replicas.load(Ordering::Relaxed)
+    }
+
+    fn updates(&self) -> UnboundedReceiver<Update> {
+        // The simulated fleet is not a real one: no instance ever appears.
+        tokio::sync::mpsc::unbounded_channel().1
+    }
+
+    async fn shutdown(&self) {}
+}
+
+/// The name of the one service a replay scales.
+const REPLAYED: &str = "replayed";
+
+/// A one-service policy entry for the replayed service, scaled by `scaling`.
+fn replayed_service(scaling: ScalingConfig) -> ServiceConfig {
+    let text = format!(
+        "services: [{{ name: {REPLAYED}, routes: [{{ path_prefix: / }}], instances: [{{ address: \"127.0.0.1:1\" }}] }}]"
+    );
+    match Policy::parse(&text, std::path::Path::new("replay.yaml")) {
+        Ok(policy) => {
+            let mut service = policy
+                .services
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| unreachable!("the replayed policy has one service"));
+            service.scaling = Some(scaling);
+            service
+        }
+        Err(error) => unreachable!("the replayed policy is valid: {error}"),
+    }
 }
 
 impl ForecourtReplay {
@@ -89,40 +183,47 @@ impl ForecourtReplay {
             },
             ..PredictorConfig::default()
         };
-        let predictor = Predictor::new(["replayed"], config)
-            .or_else(|_| Predictor::new(["replayed"], PredictorConfig::default()));
+        let predictor = Predictor::new([REPLAYED], config)
+            .or_else(|_| Predictor::new([REPLAYED], PredictorConfig::default()));
         let predictor = match predictor {
-            Ok(p) => p,
+            Ok(p) => Arc::new(p),
             Err(error) => unreachable!("a one-service predictor is valid: {error}"),
         };
-        let engine = ForecastEngine::new(
-            &predictor,
-            EngineConfig {
-                ensemble: EnsembleConfig::default(),
-                ..EngineConfig::default()
-            },
+        let predictive = scaling.predictive;
+        let state = ReplayState {
+            predictor,
+            forecast: ForecastConfig::default(),
+            service: replayed_service(scaling),
+            ready: 0,
+            held: 0,
+            service_time_secs: 0.0,
+        };
+        let orchestrator = Arc::new(ReplayBackend::default());
+        let control = ControlLoop::new(
+            Arc::clone(&orchestrator) as Arc<dyn Orchestrator>,
+            Arc::new(ControlPlane::default()),
+            &state,
+            None,
         );
         Self {
-            scaling,
-            predictor,
-            engine,
-            scaler: ServiceScaler::default(),
-            id: ServiceId(0),
+            predictive,
+            state,
+            control,
+            orchestrator,
             last_forecast: None,
-            service_time_secs: 0.0,
         }
     }
 
     /// Sets the mean service time (for a concurrency capacity, via Little's law).
     pub fn with_service_time(mut self, seconds: f64) -> Self {
-        self.service_time_secs = seconds.max(0.0);
+        self.state.service_time_secs = seconds.max(0.0);
         self
     }
 }
 
 impl ReplayPolicy for ForecourtReplay {
     fn name(&self) -> String {
-        if self.scaling.predictive {
+        if self.predictive {
             "forecourt".to_owned()
         } else {
             "forecourt-reactive".to_owned()
@@ -132,38 +233,24 @@ impl ReplayPolicy for ForecourtReplay {
     fn desired(&mut self, tick: &Tick<'_>) -> u32 {
         let second_ms = tick.t.saturating_mul(1_000);
         let arrivals = tick.arrivals().round().max(0.0) as u64;
-        self.predictor
-            .record_arrivals(self.id, arrivals, second_ms + 500);
+        self.state
+            .predictor
+            .record_arrivals(ServiceId(0), arrivals, second_ms + 500);
         // The control loop ticks just after the second closes.
         let now_ms = second_ms + 1_020;
-        self.engine.tick(&self.predictor, now_ms);
-        let forecast = self.scaler.forecast(&self.scaling, &self.engine, self.id);
-        self.last_forecast = forecast.map(|f| f.upper);
-        let held = if tick.ready == 0 {
+        self.state.ready = tick.ready;
+        self.state.held = if tick.ready == 0 {
             tick.queued.ceil().min(f64::from(u32::MAX)) as u32
         } else {
             0
         };
-        let service = ServiceNow {
-            ordered: tick.ordered,
-            ready: tick.ready,
-            held,
-            mean_latency_secs: self.service_time_secs,
-            dependency_demand: 0.0,
-            peers: crate::autoscale::PeerLoad::default(),
-        };
-        let decision = self.scaler.decide(
-            &self.scaling,
-            &self.predictor,
-            self.id,
-            forecast,
-            service,
-            now_ms,
-        );
-        if decision.changed() {
-            self.scaler.ordered(&decision, now_ms);
-        }
-        decision.desired
+        self.orchestrator
+            .replicas
+            .store(tick.ordered, Ordering::Relaxed);
+        // The replay backend never waits, so the tick completes on its first poll.
+        futures::executor::block_on(self.control.tick(&self.state, now_ms, true));
+        self.last_forecast = self.control.last_forecast(REPLAYED);
+        self.orchestrator.replicas.load(Ordering::Relaxed)
     }
 
     fn forecast(&self) -> Option<f64> {

@@ -1,8 +1,5 @@
 //! # Forecourt predictor
 //!
-//! Lock-free sliding windows per service and tenant, and short-horizon load forecasts that keep
-//! score of their own errors. Pure library: no IO, no async runtime, time always injected.
-//!
 //! ```text
 //!  request path (many threads, &self, atomics only)
 //!    ServiceId ─► Predictor::record_arrival ─► SlidingWindow buckets (arrivals, tenant)
@@ -18,6 +15,9 @@
 //!
 //!  offline: trace CSV ─► parse_trace ─► dense series ─► evaluate (same ensemble, virtual clock)
 //! ```
+//!
+//! Lock-free sliding windows per service and tenant, and short-horizon load forecasts that keep
+//! score of their own errors. Pure library: no IO, no async runtime, time always injected.
 
 #![forbid(unsafe_code)]
 

@@ -52,7 +52,7 @@ fn main() -> anyhow::Result<()> {
     );
     server.bootstrap();
     let proxy = pingora::proxy::http_proxy(&server.configuration, Passthrough(upstream));
-    let limits = forecourt_proxy::keepalive::FixedHeaderLimits {
+    let limits = forecourt_proxy::server::keepalive::FixedHeaderLimits {
         timeout: std::time::Duration::from_secs(10),
         max_bytes: 32 * 1024,
     };

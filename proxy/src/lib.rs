@@ -1,42 +1,50 @@
 //! # Forecourt proxy
 //!
 //! ```text
-//!  client ──► Pingora listener ──► request_filter ──► upstream_peer ──► instance
-//!                                   │ refuse / classify     │ P2C over the
-//!                                   │ tenant, flag, record  │ confirmed-ready set
-//!                                   ▼                       ▼
-//!                              Snapshot (ArcSwap)      ReadySet (ArcSwap) ◄── health checker
-//!                                   │  └─ Predictor windows (atomics) ──► control loop (1 s)
-//!                                   │                                       │ ForecastBoard
-//!  admin API (hyper) ◄──────────────┴── readiness, /metrics, /v1/forecasts ◄┘
+//!  client ─► server (listener, keep-alive) ─► ingress: request_filter ─────────────► upstream_peer ─► instance
+//!                                              │ refuse (4xx)                          │ balance: P2C or
+//!                                              │ classify: route, tenant, flag         │ peak-EWMA over the
+//!                                              │ admission: rate, in flight, shares    │ confirmed-ready set
+//!                                              │ record (predictor atomics)            │
+//!                                              │ cache: answer / revalidate / fill     │
+//!                                              │ hold while nothing is ready           │
+//!                                              ▼                                       ▼
+//!                             Snapshot (ArcSwap, per policy)           ReadySet (ArcSwap) ◄── health checker
+//!                                  │  └─ Predictor windows ──► control loop (orchestrator crate, 1 s)
+//!                                  │                                   │ ControlPlane boards
+//!  admin API (hyper) ◄─────────────┴── readiness, /metrics, /v1/forecasts ◄─┘
+//!  warm: new instances warmed before ready; hot cache entries refreshed ahead of expiry
 //! ```
 //!
 //! The request path reads immutable snapshots and bumps atomics; everything slow runs in
-//! background services.
+//! background services. The `forecourt` binary (`src/bin/forecourt/`) adds the programs around
+//! it: the demo, the sample backend, `forecast`, `replay`, `load`.
+//!
+//! | folder | owns |
+//! |---|---|
+//! | `ingress` | the Pingora phases, thin; ctx, refusals, forwarding, holding, cache glue, balancing |
+//! | `classify` | routes, tenant and flag metadata, version match |
+//! | `admission` | rate, concurrency and tenant-share limits (atomics) |
+//! | `cache` | Cache-Control rules, the byte-bounded store, coalesced fills |
+//! | `warm` | instance warm-up, refresh-ahead, the instance client |
+//! | `admin` | the admin API: router, auth, readiness, forecasts, all Prometheus rendering |
+//! | `server` | listeners, keep-alive, background services, drain and upgrade |
+//! | `front_door`, `snapshot` | the long-lived state; the immutable per-policy data |
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod admission;
-pub mod backend;
-pub mod balance;
 pub mod cache;
-pub mod cache_replay;
-pub mod caching;
-pub mod control;
-pub mod demo;
-pub mod forecast_cli;
-pub mod instance_client;
-pub mod keepalive;
-pub mod load;
-pub mod metadata;
-pub mod metrics;
-pub mod proxy;
+pub mod classify;
+pub mod counters;
+pub mod front_door;
+pub mod ingress;
 pub mod reload;
-pub mod replay_cli;
-pub mod replay_plot;
-pub mod routes;
 pub mod server;
-pub mod state;
-pub mod versions;
+pub mod snapshot;
 pub mod warm;
+
+pub use front_door::FrontDoor;
+pub use reload::ReloadOutcome;
+pub use server::{build, ServerError, ServerOptions};

@@ -1,22 +1,49 @@
-//! Assembles the Pingora server: the proxy listener, the admin API and the health checkers.
+//! # The proxy server
+//!
+//! Assembles the Pingora server of one Forecourt process and its listeners.
+//!
+//! ```text
+//!  proxy listener (TCP, no L4 read buffer) ─► KeepAliveApp (header deadline, size) ─► Ingress
+//!  admin listener ─► admin API (hyper)
+//!  background: health checks · control loop · policy watcher · cache refresher · drain watcher
+//!  graceful upgrade: the listening socket handed over on upgrade_socket(proxy address)
+//! ```
+
+pub mod keepalive;
+
+mod background;
 
 use std::sync::{Arc, Mutex};
 
-use anyhow::Context as _;
-use async_trait::async_trait;
-use forecourt_config::{HealthCheck, WarmConfig};
-use forecourt_orchestrator::{ServiceInstances, WarmInstance};
 use pingora::apps::HttpServerApp;
 use pingora::listeners::ListenerConfig;
 use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::{Server, ShutdownWatch};
-use pingora::services::background::{background_service, BackgroundService};
+use pingora::server::Server;
+use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
-use crate::keepalive::{HeaderLimits, KeepAliveApp};
-use crate::state::FrontDoor;
-use crate::warm::ServiceWarmer;
+use crate::front_door::FrontDoor;
+use background::{
+    AdminApi, CacheRefresher, ControlLoop, DrainWatcher, HealthChecks, PolicyWatcher,
+};
+use keepalive::{HeaderLimits, KeepAliveApp};
+
+/// Why the server could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A listener's address is taken or not ours.
+    #[error("unable to bind the {listener} listener {address}")]
+    Bind {
+        /// Which listener: `proxy` or `admin`.
+        listener: &'static str,
+        /// The address it should listen on.
+        address: std::net::SocketAddr,
+        /// What the system said.
+        #[source]
+        source: std::io::Error,
+    },
+}
 
 /// How to run the proxy process.
 #[derive(Debug, Clone)]
@@ -29,162 +56,6 @@ pub struct ServerOptions {
     /// `limits.drain_timeout`) and exits the process once they are done. False when embedded
     /// (the demo), whose caller stops its own traffic first and needs `run` to return.
     pub exit_when_drained: bool,
-}
-
-/// Runs one health checker per service of the current snapshot, and follows reloads: new
-/// services get a checker, removed ones lose theirs, a changed health check restarts it.
-struct HealthChecks(Arc<FrontDoor>);
-
-#[async_trait]
-impl BackgroundService for HealthChecks {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        /// A running checker: whom it checks, with which settings, and how to stop it.
-        struct Checker {
-            instances: Arc<ServiceInstances>,
-            check: HealthCheck,
-            warm: Option<WarmConfig>,
-            handle: tokio::task::AbortHandle,
-        }
-        let mut generations = self.0.config.subscribe();
-        let mut tasks = tokio::task::JoinSet::new();
-        let mut running: Vec<Checker> = Vec::new();
-        loop {
-            let snapshot = self.0.snapshot();
-            running.retain(|c| {
-                let keep = snapshot.services.iter().any(|s| {
-                    Arc::ptr_eq(&s.instances, &c.instances)
-                        && s.config.health_check == c.check
-                        && s.config.warm == c.warm
-                });
-                if !keep {
-                    c.handle.abort();
-                }
-                keep
-            });
-            for service in &snapshot.services {
-                if running
-                    .iter()
-                    .any(|c| Arc::ptr_eq(&c.instances, &service.instances))
-                {
-                    continue;
-                }
-                let warm = service.config.warm.clone().map(|config| {
-                    Arc::new(ServiceWarmer {
-                        config,
-                        hot_keys: service.hot_keys.clone(),
-                        metrics: Arc::clone(&service.warm_metrics),
-                    }) as Arc<dyn WarmInstance>
-                });
-                let handle = tasks.spawn(forecourt_orchestrator::check_service(
-                    service.instances.clone(),
-                    service.config.health_check.clone(),
-                    shutdown.clone(),
-                    warm,
-                ));
-                running.push(Checker {
-                    instances: service.instances.clone(),
-                    check: service.config.health_check.clone(),
-                    warm: service.config.warm.clone(),
-                    handle,
-                });
-            }
-            drop(snapshot);
-            tokio::select! {
-                changed = generations.changed() => if changed.is_err() { break },
-                _ = shutdown.changed() => break,
-                Some(_) = tasks.join_next() => {}
-            }
-        }
-        tasks.shutdown().await;
-    }
-}
-
-/// After a graceful shutdown starts (SIGTERM), ends the process as soon as no request is in
-/// flight and the launched instances are stopped, instead of waiting out the whole drain
-/// timeout. Pingora cuts whatever is left when the drain timeout ends.
-struct DrainWatcher(Arc<FrontDoor>);
-
-#[async_trait]
-impl BackgroundService for DrainWatcher {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        use std::sync::atomic::Ordering::Acquire;
-        while !*shutdown.borrow() {
-            if shutdown.changed().await.is_err() {
-                return;
-            }
-        }
-        let started = std::time::Instant::now();
-        loop {
-            let idle = self.0.in_flight.in_flight() == 0;
-            if idle && self.0.instances_stopped.load(Acquire) {
-                tracing::info!(after = ?started.elapsed(), "drained: exiting");
-                std::process::exit(0);
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    }
-}
-
-/// Refreshes hot cached entries before they expire, once a second, and ages the hot-key counts
-/// once a minute so the ranking follows the workload.
-struct CacheRefresher(Arc<FrontDoor>);
-
-#[async_trait]
-impl BackgroundService for CacheRefresher {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut ticker = tokio::time::interval(std::time::Duration::from_secs(1));
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut ticks: u64 = 0;
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                _ = shutdown.changed() => break,
-            }
-            crate::caching::refresh_tick(&self.0).await;
-            ticks += 1;
-            if ticks.is_multiple_of(60) {
-                for service in &self.0.snapshot().services {
-                    if let Some(hot) = &service.hot_keys {
-                        hot.decay();
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Serves the admin API on a listener bound before the server starts, or (in a graceful
-/// upgrade) bound as soon as the previous process releases the address.
-struct AdminApi {
-    front_door: Arc<FrontDoor>,
-    listener: Mutex<Option<std::net::TcpListener>>,
-    address: std::net::SocketAddr,
-}
-
-#[async_trait]
-impl BackgroundService for AdminApi {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let bound = self.listener.lock().ok().and_then(|mut l| l.take());
-        let listener = match bound {
-            Some(listener) => listener,
-            None => loop {
-                match std::net::TcpListener::bind(self.address) {
-                    Ok(listener) => break listener,
-                    Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => {
-                        tokio::select! {
-                            () = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
-                            _ = shutdown.changed() => return,
-                        }
-                    }
-                    Err(error) => {
-                        tracing::error!(address = %self.address, %error, "unable to bind the admin listener");
-                        return;
-                    }
-                }
-            },
-        };
-        crate::admin::serve(self.front_door.clone(), listener, shutdown).await;
-    }
 }
 
 /// Bytes of a downstream connection's L4 write buffer: one segment, so a response header and a
@@ -245,7 +116,7 @@ pub fn server_conf(threads: usize) -> ServerConf {
 }
 
 /// Builds the Pingora server for `front_door`; the caller runs it.
-pub fn build(front_door: Arc<FrontDoor>, options: &ServerOptions) -> anyhow::Result<Server> {
+pub fn build(front_door: Arc<FrontDoor>, options: &ServerOptions) -> Result<Server, ServerError> {
     let snapshot = front_door.snapshot();
     let listeners = snapshot.policy.listeners.clone();
     // Bind the admin listener now so a taken port is a clear start-up error. In a graceful
@@ -254,16 +125,20 @@ pub fn build(front_door: Arc<FrontDoor>, options: &ServerOptions) -> anyhow::Res
         None
     } else {
         Some(
-            std::net::TcpListener::bind(listeners.admin).with_context(|| {
-                format!("unable to bind the admin listener {}", listeners.admin)
+            std::net::TcpListener::bind(listeners.admin).map_err(|source| ServerError::Bind {
+                listener: "admin",
+                address: listeners.admin,
+                source,
             })?,
         )
     };
     if !options.upgrade {
         // Pingora binds the proxy listener later; check it now for the same reason.
         drop(
-            std::net::TcpListener::bind(listeners.proxy).with_context(|| {
-                format!("unable to bind the proxy listener {}", listeners.proxy)
+            std::net::TcpListener::bind(listeners.proxy).map_err(|source| ServerError::Bind {
+                listener: "proxy",
+                address: listeners.proxy,
+                source,
             })?,
         );
     }
@@ -286,7 +161,7 @@ pub fn build(front_door: Arc<FrontDoor>, options: &ServerOptions) -> anyhow::Res
 
     let proxy = pingora::proxy::http_proxy(
         &server.configuration,
-        crate::proxy::Ingress(front_door.clone()),
+        crate::ingress::Ingress(front_door.clone()),
     );
     server.add_service(proxy_service(
         "forecourt proxy",
@@ -300,7 +175,7 @@ pub fn build(front_door: Arc<FrontDoor>, options: &ServerOptions) -> anyhow::Res
     ));
     server.add_service(background_service(
         "control loop",
-        crate::control::ControlLoop(front_door.clone()),
+        ControlLoop(front_door.clone()),
     ));
     if options.exit_when_drained {
         server.add_service(background_service(
@@ -314,7 +189,7 @@ pub fn build(front_door: Arc<FrontDoor>, options: &ServerOptions) -> anyhow::Res
     ));
     server.add_service(background_service(
         "policy watcher",
-        crate::reload::PolicyWatcher(front_door.clone()),
+        PolicyWatcher(front_door.clone()),
     ));
     server.add_service(background_service(
         "admin api",

@@ -10,7 +10,12 @@
 //! ```
 //!
 //! The instance is not in the ready set while it warms, so warm requests never compete with live
-//! traffic for its capacity. Every warm request carries `x-forecourt-warm: 1`.
+//! traffic for its capacity. Every warm request carries `x-forecourt-warm: 1`. Once ready,
+//! [`refresh`] keeps the hottest cached answers fresh ahead of their expiry; both speak to
+//! instances through [`instance_client`].
+
+pub mod instance_client;
+pub mod refresh;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -24,7 +29,7 @@ use forecourt_orchestrator::WarmInstance;
 use forecourt_predictor::HotKeys;
 use http::{HeaderName, HeaderValue, Method};
 
-use crate::instance_client::InstanceClient;
+use instance_client::InstanceClient;
 
 /// The header every warm request carries.
 pub const WARM_HEADER: &str = "x-forecourt-warm";

@@ -1,10 +1,9 @@
 //! Forecast views of the admin API: `GET /v1/forecasts`, scheduled events (`POST`/`DELETE
 //! /v1/events`) and the forecast metrics.
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
-use forecourt_config::forecast::{format_time, parse_time};
+use forecourt_config::forecast::{format_time, parse_time, ChangeError, TimeError};
 use forecourt_config::{EventChange, EventConfig};
 use forecourt_orchestrator::{EventEntry, ForecastBoard};
 use forecourt_predictor::score::ErrorStats;
@@ -12,8 +11,7 @@ use forecourt_predictor::ServiceForecast;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::metrics::{label, write_per_service};
-use crate::state::Snapshot;
+use crate::snapshot::Snapshot;
 
 /// Rounds for JSON: four significant decimals are plenty for rates and ratios.
 fn round(value: f64) -> f64 {
@@ -125,33 +123,78 @@ pub struct PostedEvent {
     pub add_rate: Option<f64>,
 }
 
+/// Why a posted event was refused (the answer is a 400 with this message).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EventError {
+    /// The name is empty or too long.
+    #[error("name must be 1 to 128 characters")]
+    Name,
+    /// No service of the running policy has that name.
+    #[error("no service is named {0:?}")]
+    UnknownService(String),
+    /// `start` is not an RFC 3339 time.
+    #[error(transparent)]
+    Start(#[from] TimeError),
+    /// `starts_in` is not a duration.
+    #[error("starts_in {value:?}: {reason}")]
+    StartsIn {
+        /// What was posted.
+        value: String,
+        /// Why it is not a duration.
+        reason: String,
+    },
+    /// Neither or both of `start` and `starts_in`.
+    #[error("give exactly one of start and starts_in")]
+    StartGiven,
+    /// `duration` is not a duration.
+    #[error("duration {value:?}: {reason}")]
+    Duration {
+        /// What was posted.
+        value: String,
+        /// Why it is not a duration.
+        reason: String,
+    },
+    /// The duration is zero or over the limit.
+    #[error("duration must be between 1s and 7 days")]
+    DurationRange,
+    /// `multiply` and `add_rate` do not make one change.
+    #[error(transparent)]
+    Change(#[from] ChangeError),
+}
+
 /// Longest event the admin API accepts.
 const MAX_EVENT: Duration = Duration::from_secs(7 * 24 * 3600);
 
 impl PostedEvent {
     /// Checks the event against the current services; `now_ms` is UNIX ms.
-    pub fn resolve(self, snapshot: &Snapshot, now_ms: u64) -> Result<EventConfig, String> {
+    pub fn resolve(self, snapshot: &Snapshot, now_ms: u64) -> Result<EventConfig, EventError> {
         if self.name.is_empty() || self.name.len() > 128 {
-            return Err("name must be 1 to 128 characters".to_owned());
+            return Err(EventError::Name);
         }
         if snapshot.service(&self.service).is_none() {
-            return Err(format!("no service is named {:?}", self.service));
+            return Err(EventError::UnknownService(self.service));
         }
         let start_unix_ms = match (&self.start, &self.starts_in) {
-            (Some(start), None) => parse_time(start)?,
+            (Some(start), None) => parse_time(start).map_err(EventError::Start)?,
             (None, Some(delay)) => {
-                let delay = humantime::parse_duration(delay)
-                    .map_err(|e| format!("starts_in {delay:?}: {e}"))?;
+                let delay = humantime::parse_duration(delay).map_err(|e| EventError::StartsIn {
+                    value: delay.clone(),
+                    reason: e.to_string(),
+                })?;
                 now_ms.saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX))
             }
-            _ => return Err("give exactly one of start and starts_in".to_owned()),
+            _ => return Err(EventError::StartGiven),
         };
-        let duration = humantime::parse_duration(&self.duration)
-            .map_err(|e| format!("duration {:?}: {e}", self.duration))?;
+        let duration =
+            humantime::parse_duration(&self.duration).map_err(|e| EventError::Duration {
+                value: self.duration.clone(),
+                reason: e.to_string(),
+            })?;
         if duration.is_zero() || duration > MAX_EVENT {
-            return Err("duration must be between 1s and 7 days".to_owned());
+            return Err(EventError::DurationRange);
         }
-        let change = EventChange::from_fields(self.multiply, self.add_rate)?;
+        let change =
+            EventChange::from_fields(self.multiply, self.add_rate).map_err(EventError::Change)?;
         Ok(EventConfig {
             name: self.name,
             service: self.service,
@@ -160,108 +203,4 @@ impl PostedEvent {
             change,
         })
     }
-}
-
-/// Writes the forecast metrics: rates, panic mode, forecasts, model weights and errors.
-pub fn render_forecast_metrics(out: &mut String, board: &ForecastBoard) {
-    out.push_str("# HELP forecourt_arrival_rate Arrivals per second over the stable and panic windows.\n# TYPE forecourt_arrival_rate gauge\n");
-    for s in &board.services {
-        let name = label(&s.service);
-        let _ = writeln!(
-            out,
-            "forecourt_arrival_rate{{service=\"{name}\",window=\"stable\"}} {}\nforecourt_arrival_rate{{service=\"{name}\",window=\"panic\"}} {}",
-            s.stable_rate, s.panic_rate
-        );
-    }
-    write_per_service(
-        out,
-        "forecourt_panic_mode",
-        "gauge",
-        "1 while a service's short window runs far above its stable window.",
-        board
-            .services
-            .iter()
-            .map(|s| (s.service.as_str(), u8::from(s.panicking))),
-    );
-    write_per_service(
-        out,
-        "forecourt_concurrency",
-        "gauge",
-        "Time-averaged requests in flight over the stable window.",
-        board
-            .services
-            .iter()
-            .map(|s| (s.service.as_str(), s.concurrency)),
-    );
-    out.push_str("# HELP forecourt_forecast_requests_per_second Ensemble forecast at a horizon (point and upper bound, events applied).\n# TYPE forecourt_forecast_requests_per_second gauge\n");
-    for s in &board.services {
-        let name = label(&s.service);
-        for h in &s.horizons {
-            let _ = writeln!(
-                out,
-                "forecourt_forecast_requests_per_second{{service=\"{name}\",horizon=\"{}s\",bound=\"point\"}} {}\nforecourt_forecast_requests_per_second{{service=\"{name}\",horizon=\"{}s\",bound=\"upper\"}} {}",
-                h.horizon_sec, h.point, h.horizon_sec, h.upper
-            );
-        }
-    }
-    out.push_str("# HELP forecourt_forecast_model_weight Weight of a model in the ensemble at a horizon.\n# TYPE forecourt_forecast_model_weight gauge\n");
-    for s in &board.services {
-        let name = label(&s.service);
-        for h in &s.ensemble.horizons {
-            for m in &h.models {
-                let _ = writeln!(
-                    out,
-                    "forecourt_forecast_model_weight{{service=\"{name}\",horizon=\"{}s\",model=\"{}\"}} {}",
-                    m.forecast.horizon_sec, m.forecast.model, m.weight
-                );
-            }
-        }
-    }
-    type Pick = fn(&ErrorStats) -> Option<f64>;
-    let errors: [(&str, &str, Pick); 4] = [
-        (
-            "forecourt_forecast_wape",
-            "Recent weighted absolute percentage error of a model at a horizon.",
-            |s| s.wape,
-        ),
-        (
-            "forecourt_forecast_mase",
-            "Recent mean absolute scaled error against last value (below 1 beats it).",
-            |s| s.mase,
-        ),
-        (
-            "forecourt_forecast_under_prediction_ratio",
-            "Fraction of recent seconds whose load exceeded the point forecast.",
-            |s| s.under_rate,
-        ),
-        (
-            "forecourt_forecast_upper_coverage_ratio",
-            "Fraction of recent seconds whose load stayed within the upper bound.",
-            |s| s.coverage,
-        ),
-    ];
-    for (metric, help, pick) in errors {
-        let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} gauge");
-        for s in &board.services {
-            let name = label(&s.service);
-            for h in &s.ensemble.horizons {
-                let horizon = h.ensemble.horizon_sec;
-                let rows = std::iter::once(("ensemble", &h.ensemble_recent))
-                    .chain(h.models.iter().map(|m| (m.forecast.model, &m.recent)));
-                for (model, recent) in rows {
-                    if let Some(value) = pick(recent).filter(|v| v.is_finite()) {
-                        let _ = writeln!(
-                            out,
-                            "{metric}{{service=\"{name}\",horizon=\"{horizon}s\",model=\"{model}\"}} {value}"
-                        );
-                    }
-                }
-            }
-        }
-    }
-    let _ = writeln!(
-        out,
-        "# HELP forecourt_scheduled_events Scheduled events not yet over.\n# TYPE forecourt_scheduled_events gauge\nforecourt_scheduled_events {}",
-        board.events.len()
-    );
 }

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method};
 use moka::ops::compute::Op;
 
-use super::control::{self, NotStored, RequestDirectives, ResponseDirectives, StorePlan};
+use super::rules::{self, CacheRules, NotStored, RequestDirectives, ResponseDirectives, StorePlan};
 
 /// Variants (one per combination of the `Vary` headers' values) kept per key; the oldest goes.
 pub const MAX_VARIANTS: usize = 4;
@@ -55,25 +55,6 @@ const REFRESHED_BY_304: [HeaderName; 5] = [
     header::DATE,
     header::LAST_MODIFIED,
 ];
-
-/// A service's `cache:` settings as the cache library sees them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CacheRules {
-    /// Freshness of a response that gives none (`Duration::ZERO`: only validated responses).
-    pub default_ttl: Duration,
-    /// Cap on any response's freshness.
-    pub max_ttl: Duration,
-    /// All of the service's cached responses, headers and bookkeeping included.
-    pub max_bytes: u64,
-    /// The largest body stored; a larger response is never stored.
-    pub max_object_bytes: u64,
-    /// One entry for every tenant (the key ignores the tenant).
-    pub shared: bool,
-    /// Store responses that set cookies.
-    pub cache_set_cookie: bool,
-    /// Store responses to requests with `Authorization`.
-    pub cache_authorized: bool,
-}
 
 /// Where a request's response is stored: its path and query, and its tenant unless the service's
 /// cache is shared. GET and HEAD share a key; the service is implicit (one cache per service).
@@ -302,7 +283,7 @@ impl ResponseCache {
         resp_headers: &HeaderMap,
         now_ms: u64,
     ) -> Result<StorePlan, NotStored> {
-        let plan = control::storable(
+        let plan = rules::storable(
             method,
             req_headers,
             status,
@@ -462,8 +443,8 @@ impl ResponseCache {
             self.entries.invalidate(key);
             return None;
         }
-        let stored_ms = now_ms.saturating_sub(control::age_ms(not_modified_headers));
-        let lifetime = control::lifetime_ms(&directives, &headers, &self.rules);
+        let stored_ms = now_ms.saturating_sub(rules::age_ms(not_modified_headers));
+        let lifetime = rules::lifetime_ms(&directives, &headers, &self.rules);
         let refreshed = Arc::new(CachedResponse {
             status: old.status,
             etag: headers.get(header::ETAG).cloned(),

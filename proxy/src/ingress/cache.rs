@@ -14,88 +14,30 @@
 //! The cache code itself (Cache-Control rules, the byte-bounded store, coalescing) is in
 //! [`crate::cache`]; this module is the glue to Pingora and to instances.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use forecourt_config::CacheConfig;
-use forecourt_predictor::HotKeys;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::Result;
 
+use forecourt_predictor::Clock;
+
+use super::balance::{pick, Tried};
+use super::forward::path_of;
 use crate::cache::{
-    CacheKey, CacheRules, CachedResponse, Flight, Flights, LeaderGuard, Lookup, Outcome,
-    RequestDirectives, ResponseCache, StorePlan,
+    CacheKey, CachedResponse, Flight, LeaderGuard, Lookup, Outcome, RequestDirectives,
+    ServiceCache, StorePlan,
 };
-use crate::instance_client::InstanceClient;
+use crate::classify::routes::ServiceIndex;
+use crate::snapshot::Snapshot;
+use crate::warm::instance_client::InstanceClient;
 
 /// The response header that says how the cache answered: `HIT`, `MISS` or `REVALIDATED`.
 pub const X_CACHE: &str = "x-cache";
-
-/// One service's response cache, with its fills in flight and counters. Kept across reloads
-/// while the service's `cache:` settings stay the same.
-pub struct ServiceCache {
-    /// The stored responses.
-    pub store: ResponseCache,
-    /// Misses being fetched, so concurrent misses for one key make one upstream request.
-    pub flights: Flights,
-    /// The settings it was built from.
-    pub config: CacheConfig,
-    /// Requests answered from the cache after waiting for another request's fill.
-    pub coalesced: AtomicU64,
-    /// Stale entries revalidated with a `304`.
-    pub revalidated: AtomicU64,
-    /// Entries re-fetched before they expired (refresh-ahead).
-    pub refreshed: AtomicU64,
-    /// Responses over `max_object_bytes` passed through uncached.
-    pub too_large: AtomicU64,
-}
-
-impl std::fmt::Debug for ServiceCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServiceCache")
-            .field("config", &self.config)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The cache library's rules for a service's `cache:` settings.
-pub fn rules(config: &CacheConfig) -> CacheRules {
-    CacheRules {
-        default_ttl: config.ttl,
-        max_ttl: config.max_ttl,
-        max_bytes: config.max_bytes,
-        max_object_bytes: config.max_object_bytes,
-        shared: config.shared,
-        cache_set_cookie: config.cache_set_cookie,
-        cache_authorized: config.cache_authorized,
-    }
-}
-
-// === impl ServiceCache ===
-
-impl ServiceCache {
-    /// An empty cache for `config`.
-    pub fn new(config: &CacheConfig) -> Self {
-        Self {
-            store: ResponseCache::new(rules(config)),
-            flights: Flights::default(),
-            config: config.clone(),
-            coalesced: AtomicU64::new(0),
-            revalidated: AtomicU64::new(0),
-            refreshed: AtomicU64::new(0),
-            too_large: AtomicU64::new(0),
-        }
-    }
-
-    /// The cache key of a request for `path_and_query` by `tenant`.
-    pub fn key(&self, path_and_query: &str, tenant: Option<&str>) -> CacheKey {
-        CacheKey::new(path_and_query, tenant, self.config.shared)
-    }
-}
 
 /// What the request path does with a request of a cached service.
 pub enum CacheStep {
@@ -437,158 +379,90 @@ pub async fn answer(
     Ok(())
 }
 
-/// Cached entries of hot keys that expire within `ahead_ms`: the keys to re-fetch now so they
-/// are still fresh when the forecast load asks for them. Looks at the `limit` hottest keys.
-pub fn due_for_refresh(
-    cache: &ServiceCache,
-    hot: &HotKeys,
-    limit: usize,
-    now_ms: u64,
-    ahead_ms: u64,
-) -> Vec<(String, Option<String>)> {
-    let mut due = Vec::new();
-    let none = HeaderMap::new();
-    for (text, _) in hot.top(limit) {
-        let (path, tenant) = match text.split_once('\n') {
-            Some((path, tenant)) => (path, Some(tenant)),
-            None => (&*text, None),
-        };
-        let key = cache.key(path, tenant);
-        let Some(entry) = cache.store.peek(&key, &none) else {
-            continue;
-        };
-        if entry.is_fresh(now_ms) && entry.fresh_until_ms.saturating_sub(now_ms) <= ahead_ms {
-            due.push((path.to_owned(), tenant.map(str::to_owned)));
+/// The cache's part of `request_filter` for a routed request: records its hot key, answers
+/// it from the cache when it can (true), or prepares the fill of a miss in `fill`.
+pub(super) async fn serve_from_cache(
+    session: &mut Session,
+    snapshot: &Snapshot,
+    service: ServiceIndex,
+    tried: &Tried,
+    fill: &mut Option<Fill>,
+    clock: &dyn Clock,
+) -> Result<bool> {
+    let runtime = &snapshot.services[service];
+    let req = session.req_header();
+    let tenant = snapshot.metadata.tenant(&req.headers);
+    let path = path_of(req);
+    let shared = runtime.cache.as_ref().is_none_or(|c| c.config.shared);
+    if req.method == http::Method::GET {
+        if let Some(hot) = &runtime.hot_keys {
+            record_hot_key(hot, path, tenant, shared);
         }
     }
-    due
-}
-
-/// Re-fetches `path` (for `tenant`, sent in `tenant_header`) from the instance at `address` and
-/// stores the answer: refresh-ahead. True when a fresh response was stored.
-pub async fn refresh(
-    cache: &ServiceCache,
-    client: &mut InstanceClient,
-    path: &str,
-    tenant: Option<(&HeaderName, &str)>,
-    now_ms: u64,
-) -> Result<bool, String> {
-    let mut headers: Vec<(HeaderName, HeaderValue)> = vec![(
-        HeaderName::from_static(crate::warm::WARM_HEADER),
-        HeaderValue::from_static("refresh"),
-    )];
-    let mut request = HeaderMap::new();
-    if let Some((name, value)) = tenant {
-        let value = HeaderValue::from_str(value).map_err(|e| format!("tenant: {e}"))?;
-        headers.push((name.clone(), value.clone()));
-        request.insert(name.clone(), value);
-    }
-    let limit = usize::try_from(cache.config.max_object_bytes).unwrap_or(usize::MAX);
-    let answer = client.send(Method::GET, path, &headers, limit).await?;
-    let Some(body) = answer.body else {
+    let Some(cache) = &runtime.cache else {
         return Ok(false);
     };
-    let Ok(plan) = cache.store.plan(
-        &Method::GET,
-        &request,
-        answer.status,
-        &answer.headers,
-        now_ms,
-    ) else {
-        return Ok(false);
-    };
-    let key = cache.key(path, tenant.map(|(_, t)| t));
-    let stored = cache.store.insert(
-        key,
-        &request,
-        plan,
-        answer.status,
-        answer.headers,
-        body,
-        now_ms,
-    );
-    if stored {
-        cache.refreshed.fetch_add(1, Relaxed);
-    }
-    Ok(stored)
-}
-
-/// Whether a service has room for refresh-ahead requests now, so they never compete with live
-/// traffic: with a capacity in requests per second, the next forecast must stay under 80 % of
-/// the ready instances' capacity; otherwise (or with a concurrency capacity) the least busy
-/// ready instance must have at most one request in flight.
-pub fn has_headroom(
-    runtime: &crate::state::ServiceRuntime,
-    forecast_point: Option<f64>,
-) -> Option<Arc<forecourt_orchestrator::Instance>> {
-    let ready = runtime.instances.ready();
-    let ready = ready.unflagged();
-    let idlest = ready
-        .iter()
-        .filter(|i| !i.is_draining())
-        .min_by_key(|i| i.in_flight())?
-        .clone();
-    let rps_capacity = runtime
-        .config
-        .scaling
-        .as_ref()
-        .and_then(|s| match s.capacity {
-            forecourt_config::Capacity::RequestsPerSecond(rps) => Some(rps),
-            forecourt_config::Capacity::Concurrency(_) => None,
-        });
-    let room = match (rps_capacity, forecast_point) {
-        (Some(per_instance), Some(point)) => point < 0.8 * per_instance * ready.len() as f64,
-        _ => idlest.in_flight() <= 1,
-    };
-    room.then_some(idlest)
-}
-
-/// One second of refresh-ahead for every cached service with `warm.refresh_ahead`: re-fetches
-/// the hot entries about to expire, at most `warm.rate` per service, from the least busy ready
-/// instance while the service has headroom. Returns the entries refreshed.
-pub async fn refresh_tick(front_door: &crate::state::FrontDoor) -> u64 {
-    let snapshot = front_door.snapshot();
-    let board = front_door.forecasts.load();
-    let mut refreshed = 0;
-    for runtime in &snapshot.services {
-        let (Some(cache), Some(hot), Some(warm)) =
-            (&runtime.cache, &runtime.hot_keys, &runtime.config.warm)
-        else {
-            continue;
-        };
-        if warm.refresh_ahead.is_zero() {
-            continue;
+    let now = clock.now_ms();
+    let wait = runtime.config.timeouts.read;
+    let step = look_up(cache, &req.method, path, &req.headers, tenant, now, wait).await;
+    match step {
+        CacheStep::Answer(entry, label) => {
+            answer(session, &entry, label, now).await?;
+            Ok(true)
         }
-        let now = front_door.clock.now_ms();
-        let ahead = u64::try_from(warm.refresh_ahead.as_millis()).unwrap_or(u64::MAX);
-        let limit = warm.hot_keys as usize;
-        let due = due_for_refresh(cache, hot, limit, now, ahead);
-        if due.is_empty() {
-            continue;
-        }
-        let point = board
-            .service(&runtime.config.name)
-            .and_then(|f| f.horizons.first())
-            .map(|h| h.point);
-        let Some(instance) = has_headroom(runtime, point) else {
-            continue;
-        };
-        let Ok(mut client) = InstanceClient::connect(instance.address).await else {
-            continue;
-        };
-        let tenant_header = snapshot.metadata.tenant_header();
-        for (path, tenant) in due.into_iter().take(warm.rate as usize) {
-            let tenant = tenant.as_deref().map(|t| (tenant_header, t));
-            let now = front_door.clock.now_ms();
-            match refresh(cache, &mut client, &path, tenant, now).await {
-                Ok(true) => refreshed += 1,
-                Ok(false) => {}
-                Err(error) => {
-                    tracing::debug!(service = %runtime.config.name, %path, %error, "refresh failed");
-                    break;
+        CacheStep::Revalidate(key, entry) => {
+            let ready = runtime.instances.ready();
+            let picked = pick(ready.unflagged(), tried, now, runtime.config.balance);
+            if let Some(instance) = picked {
+                let req = session.req_header();
+                let path = path_of(req).to_owned();
+                let headers = req.headers.clone();
+                let timeout = runtime.config.timeouts.read;
+                let address = instance.address;
+                let stale = StaleRequest {
+                    key: &key,
+                    entry: &entry,
+                    path_and_query: &path,
+                    request: &headers,
+                };
+                let outcome = revalidate(cache, address, stale, now, timeout).await;
+                if let Revalidation::Answer(entry, label) = outcome {
+                    answer(session, &entry, label, clock.now_ms()).await?;
+                    return Ok(true);
                 }
             }
+            *fill = Some(Fill::unled(key));
+            Ok(false)
         }
+        CacheStep::Fetch(step_fill) => {
+            *fill = Some(step_fill);
+            Ok(false)
+        }
+        CacheStep::Pass => Ok(false),
     }
-    refreshed
+}
+
+/// Records a GET's hot key without allocating: its path, plus `\n` and the tenant when the cache
+/// keeps tenants apart (a path holds no newline; see [`crate::warm::hot_key_path`]). The tenant
+/// form is built on the stack; keys too long for it are recorded by path alone.
+fn record_hot_key(
+    hot: &forecourt_predictor::HotKeys,
+    path: &str,
+    tenant: Option<&str>,
+    shared: bool,
+) {
+    let Some(tenant) = tenant.filter(|_| !shared) else {
+        return hot.record(path);
+    };
+    let mut text = [0u8; 512];
+    let len = path.len() + 1 + tenant.len();
+    if len > text.len() {
+        return hot.record(path);
+    }
+    text[..path.len()].copy_from_slice(path.as_bytes());
+    text[path.len()] = b'\n';
+    text[path.len() + 1..len].copy_from_slice(tenant.as_bytes());
+    if let Ok(key) = std::str::from_utf8(&text[..len]) {
+        hot.record(key);
+    }
 }

@@ -24,11 +24,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
 
-use crate::server::{build, ServerOptions};
-use crate::state::FrontDoor;
+use forecourt_proxy::{build, FrontDoor, ServerOptions};
 
 /// The example policy shipped in `config/examples/`, embedded.
-pub const EXAMPLE_POLICY: &str = include_str!("../../config/examples/forecourt.yaml");
+pub const EXAMPLE_POLICY: &str = include_str!("../../../../config/examples/forecourt.yaml");
 
 /// Share of the shop's rate that also goes to the api (the example's declared fan-out).
 const API_SHARE: f64 = 0.5;
@@ -269,7 +268,7 @@ async fn drive(
 /// ready/desired instances and held requests.
 fn live_line(front_door: &FrontDoor, offered: &[f64; 2], watches: &mut [Watch; 2]) -> String {
     let snapshot = front_door.snapshot();
-    let scaling = front_door.scaling.load();
+    let scaling = front_door.control.scaling.load();
     let mut parts = Vec::new();
     for (i, name) in ["shop", "api"].into_iter().enumerate() {
         let Some(service) = snapshot.service(name) else {

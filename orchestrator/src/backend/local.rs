@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use forecourt_config::launch::FORECOURT_PLACEHOLDER;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
@@ -52,6 +53,47 @@ const OUTPUT_FLUSH: Duration = Duration::from_millis(500);
 const KILL_WAIT: Duration = Duration::from_secs(5);
 /// How often to look whether a stopped child's process group is empty.
 const GROUP_POLL: Duration = Duration::from_millis(25);
+
+/// The launch specs of every launched service of `policy`, with `{forecourt}` replaced by the
+/// running binary.
+pub fn local_services(policy: &forecourt_config::Policy) -> Vec<LocalService> {
+    let exe = std::env::current_exe()
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "forecourt".to_owned());
+    let fill = |text: &str| text.replace(FORECOURT_PLACEHOLDER, &exe);
+    policy
+        .services
+        .iter()
+        .filter_map(|service| {
+            let launch = service.launch.as_ref()?;
+            let mut local = LocalService::new(
+                service.name.clone(),
+                launch.command.iter().map(|a| fill(a)).collect(),
+            );
+            local.env = launch
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), fill(v)))
+                .collect();
+            local.version_commands = service
+                .versions
+                .iter()
+                .filter_map(|v| {
+                    let command = v.command.as_ref()?;
+                    Some((v.version.clone(), command.iter().map(|a| fill(a)).collect()))
+                })
+                .collect();
+            local.working_dir = launch
+                .directory
+                .as_deref()
+                .map(std::path::Path::to_path_buf);
+            local.drain_timeout = launch.drain_timeout;
+            local.stop_grace = launch.stop_grace;
+            Some(local)
+        })
+        .collect()
+}
 
 /// How to launch one service's instances as local processes.
 #[derive(Debug, Clone, PartialEq, Eq)]

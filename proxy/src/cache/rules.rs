@@ -9,7 +9,24 @@ use std::time::Duration;
 
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method};
 
-use super::store::CacheRules;
+/// A service's `cache:` settings as the cache library sees them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheRules {
+    /// Freshness of a response that gives none (`Duration::ZERO`: only validated responses).
+    pub default_ttl: Duration,
+    /// Cap on any response's freshness.
+    pub max_ttl: Duration,
+    /// All of the service's cached responses, headers and bookkeeping included.
+    pub max_bytes: u64,
+    /// The largest body stored; a larger response is never stored.
+    pub max_object_bytes: u64,
+    /// One entry for every tenant (the key ignores the tenant).
+    pub shared: bool,
+    /// Store responses that set cookies.
+    pub cache_set_cookie: bool,
+    /// Store responses to requests with `Authorization`.
+    pub cache_authorized: bool,
+}
 
 /// The largest delta-seconds a cache must represent (RFC 9111 §1.2.2); larger values clamp to it.
 const DELTA_SECONDS_MAX: u64 = 2_147_483_648;

@@ -984,7 +984,7 @@ pub fn main(args: &LoadArgs) -> anyhow::Result<()> {
 /// Replays the trace against the target and returns the report.
 pub fn run(args: &LoadArgs) -> anyhow::Result<LoadReport> {
     validate(args)?;
-    let trace = parse_trace(crate::forecast_cli::open_trace(&args.trace)?)
+    let trace = parse_trace(crate::forecast::open_trace(&args.trace)?)
         .with_context(|| format!("{}: not a trace", args.trace.display()))?;
     let plan = Plan::new(&trace, &args.services, args.from, args.to)?;
     drop(trace);

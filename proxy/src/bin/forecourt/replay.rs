@@ -17,16 +17,19 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use forecourt_config::{Capacity, Policy, ScalingConfig};
-use forecourt_orchestrator::kpa::{Kpa, KpaConfig, KpaWindows};
 use forecourt_orchestrator::replay::{
     default_scaling, instances_for, run, FleetShape, FleetStats, ForecourtReplay, Oracle,
     ReplayPolicy, RunReport, StaticPeak, Tick,
 };
+use forecourt_orchestrator::scale::kpa::{Kpa, KpaConfig, KpaWindows};
 use forecourt_predictor::parse_trace;
 use serde_json::json;
 
-use crate::forecast_cli::open_trace;
-use crate::replay_plot::{write_plots, Curve, Timeline};
+use crate::forecast::open_trace;
+
+mod plot;
+
+use plot::{write_plots, Curve, Timeline};
 
 fn duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| e.to_string())

@@ -1,4 +1,5 @@
-//! Feature-flagged versions on the request path, and the glue that feeds the pre-deploy step.
+//! Feature-flagged versions on the request path: which version a request's flag names, and
+//! which of the ready instances it may go to.
 //!
 //! ```text
 //!  request_filter ── service has no versions: ──► unflagged: ReadySet::unflagged()  (no new work)
@@ -12,26 +13,19 @@
 //!        ├─ until_ready: stable ──► ReadySet::unflagged()                        routed="stable"
 //!        └─ until_ready: hold ────► held until the version is ready (503 at the deadline)  "held"
 //!
-//!  control loop: VersionControl::tick ─► last seen per version ─► PreDeployer ─► set_replicas
+//!  control loop (orchestrator): last seen per version (HostState) ─► PreDeployer ─► set_replicas
 //! ```
 //!
 //! The ready set is partitioned by version when it is built (see
 //! [`forecourt_orchestrator::ReadySet`]), so choosing among a version's instances is a slice, not a
 //! filter. Flagged requests skip the response cache, which holds the stable version's answers.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use forecourt_config::{ServiceConfig, UntilReady, VersionConfig};
-use forecourt_orchestrator::kubernetes::leader::{FlaggedVersion, ReplicaWindows, ServiceWindows};
-use forecourt_orchestrator::predeploy::{PreDeployer, VersionBoard, VersionInput};
-use forecourt_orchestrator::{Instance, Orchestrator, ReadySet};
+use forecourt_orchestrator::{Instance, ReadySet};
 use forecourt_predictor::{SlidingWindow, WindowConfig};
-
-use crate::metrics::label;
-use crate::state::{FrontDoor, Snapshot};
 
 /// Where a flagged request was sent when it arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,142 +187,6 @@ pub fn candidates<'r>(
         UntilReady::Stable if own.is_empty() => ready.unflagged(),
         _ => own,
     }
-}
-
-/// Feeds every flagged version's last sighting to the pre-deploy step once a tick.
-#[derive(Debug)]
-pub struct VersionControl {
-    deployer: PreDeployer,
-}
-
-// === impl VersionControl ===
-
-impl VersionControl {
-    /// Orders through `orchestrator`, publishing to the front door's version board.
-    pub fn new(orchestrator: Arc<dyn Orchestrator>, front_door: &FrontDoor) -> Self {
-        Self {
-            deployer: PreDeployer::new(orchestrator, Arc::clone(&front_door.versions)),
-        }
-    }
-
-    /// One pre-deploy pass over the flagged versions of every scaled service (launched or on
-    /// Kubernetes; a fixed instance list is never scaled). With `leading` false nothing is
-    /// ordered on Kubernetes (the leader decides); launched services are this Forecourt's own.
-    /// A flag seen by another Forecourt replica (`peers`) counts as seen here.
-    pub async fn tick(
-        &mut self,
-        snapshot: &Snapshot,
-        now_ms: u64,
-        leading: bool,
-        peers: &[ReplicaWindows],
-    ) {
-        let peer_seen = |service: &str, version: &str| {
-            peers
-                .iter()
-                .flat_map(|p| p.services.iter().filter(|s| s.service == service))
-                .flat_map(|s| s.flagged.iter().filter(|f| f.version == version))
-                .map(|f| f.last_seen_unix_ms)
-                .max()
-        };
-        let inputs: Vec<VersionInput<'_>> = snapshot
-            .services
-            .iter()
-            .filter(|s| s.config.launch.is_some() || s.config.kubernetes.is_some())
-            .flat_map(|s| {
-                s.versions.iter().map(|v| VersionInput {
-                    service: &s.config.name,
-                    config: &v.config,
-                    last_seen_ms: v
-                        .stats
-                        .last_seen_ms()
-                        .max(peer_seen(&s.config.name, &v.config.version)),
-                    forecast: None,
-                    per_replica: s.config.kubernetes.is_none(),
-                })
-            })
-            .collect();
-        self.deployer.tick(&inputs, now_ms, leading).await;
-    }
-}
-
-/// Adds each flagged version's last sighting on this replica to the windows it publishes for the
-/// leader (the proxy's clock is aligned to UNIX time).
-pub fn publish_flagged(snapshot: &Snapshot, windows: &mut Vec<ServiceWindows>) {
-    for service in snapshot.services.iter().filter(|s| !s.versions.is_empty()) {
-        let flagged: Vec<FlaggedVersion> = service
-            .versions
-            .iter()
-            .filter_map(|v| {
-                Some(FlaggedVersion {
-                    version: v.config.version.clone(),
-                    last_seen_unix_ms: v.stats.last_seen_ms()?,
-                })
-            })
-            .collect();
-        if flagged.is_empty() {
-            continue;
-        }
-        match windows
-            .iter_mut()
-            .find(|w| w.service == service.config.name)
-        {
-            Some(window) => window.flagged = flagged,
-            None => windows.push(ServiceWindows {
-                service: service.config.name.clone(),
-                flagged,
-                ..ServiceWindows::default()
-            }),
-        }
-    }
-}
-
-/// A new, empty version board for the front door.
-pub fn board() -> Arc<ArcSwap<VersionBoard>> {
-    Arc::new(ArcSwap::from_pointee(VersionBoard::default()))
-}
-
-/// Writes the flagged versions' request counts and replicas.
-pub fn render_metrics(out: &mut String, snapshot: &Snapshot, board: &VersionBoard) {
-    out.push_str("# HELP forecourt_version_requests_total Requests carrying a flagged version's flag, by where they went on arrival: version (ready), stable (until it is ready), held (waiting for it).\n# TYPE forecourt_version_requests_total counter\n");
-    for service in &snapshot.services {
-        let name = label(&service.config.name);
-        for v in service.versions.iter() {
-            let version = label(&v.config.version);
-            for routed in Routed::ALL {
-                let _ = writeln!(
-                    out,
-                    "forecourt_version_requests_total{{service=\"{name}\",version=\"{version}\",routed=\"{}\"}} {}",
-                    routed.label(),
-                    v.stats.routed(routed)
-                );
-            }
-        }
-    }
-    out.push_str("# HELP forecourt_version_replicas Replicas of a flagged version: ordered from the orchestrator, confirmed ready.\n# TYPE forecourt_version_replicas gauge\n");
-    for service in &snapshot.services {
-        let name = label(&service.config.name);
-        let ready = service.instances.ready();
-        for v in service.versions.iter() {
-            let ordered = board
-                .version(&service.config.name, &v.config.version)
-                .map_or(0, |s| s.ordered);
-            let version = label(&v.config.version);
-            for (state, n) in [
-                ("ordered", ordered as usize),
-                ("ready", ready.version(&v.config.version).len()),
-            ] {
-                let _ = writeln!(
-                    out,
-                    "forecourt_version_replicas{{service=\"{name}\",version=\"{version}\",state=\"{state}\"}} {n}"
-                );
-            }
-        }
-    }
-    let _ = writeln!(
-        out,
-        "# HELP forecourt_version_orders_failed_total Pre-deploy orders the orchestrator refused.\n# TYPE forecourt_version_orders_failed_total counter\nforecourt_version_orders_failed_total {}",
-        board.failed_orders
-    );
 }
 
 #[cfg(test)]

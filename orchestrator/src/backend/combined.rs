@@ -11,9 +11,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
+use crate::backend::local::{local_services, LocalOrchestrator};
 use crate::backend::{Orchestrator, OrchestratorError, Update};
 use crate::kubernetes::KubernetesOrchestrator;
-use crate::local::LocalOrchestrator;
 
 /// Every backend of one Forecourt process: local processes, and Kubernetes when configured.
 #[derive(Debug, Clone)]
@@ -64,6 +64,14 @@ impl Orchestrator for Backends {
 
     async fn remove_version(&self, service: &str, version: &str) -> Result<(), OrchestratorError> {
         self.backend(service).remove_version(service, version).await
+    }
+
+    fn reconfigure(&self, policy: &forecourt_config::Policy) -> Result<(), OrchestratorError> {
+        let local = self.local.configure(local_services(policy));
+        if let Some(kubernetes) = &self.kubernetes {
+            kubernetes.reconfigure(policy);
+        }
+        local
     }
 
     fn updates(&self) -> UnboundedReceiver<Update> {

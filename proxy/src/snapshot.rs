@@ -1,23 +1,22 @@
-//! What the request path reads: one immutable [`Snapshot`] per policy, swapped atomically.
+//! What the request path reads: one immutable [`Snapshot`] per policy, compiled from it and
+//! swapped atomically by the front door; live state (instances, windows, counters, caches)
+//! carries over from the previous snapshot.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use ahash::AHashMap;
-use arc_swap::ArcSwap;
-use forecourt_config::{Policy, ServiceConfig};
-use forecourt_orchestrator::predeploy::VersionBoard;
-use forecourt_orchestrator::{
-    DecisionCounters, EventBook, Fleet, ForecastBoard, LocalOrchestrator, ScalingBoard,
-    ServiceInstances,
-};
-use forecourt_predictor::{Clock, HotKeys, Predictor, PredictorConfig, WindowConfig};
+use forecourt_config::{ForecastConfig, Policy, ServiceConfig};
+use forecourt_orchestrator::control_loop::VersionSighting;
+use forecourt_orchestrator::{Fleet, HostService, HostState, ServiceInstances};
+use forecourt_predictor::{HotKeys, Predictor, PredictorConfig, WindowConfig};
 
-use crate::admission::{ConcurrencyLimit, InFlightLimit, TenantLimit, TenantLimits, TokenBucket};
-use crate::caching::ServiceCache;
-use crate::metadata::MetadataRules;
-use crate::metrics::{ProxyMetrics, ServiceMetrics};
-use crate::routes::RouteTable;
-use crate::versions::VersionRuntime;
+use crate::admission::{ConcurrencyLimit, TenantLimit, TenantLimits, TokenBucket};
+use crate::cache::ServiceCache;
+use crate::classify::metadata::MetadataRules;
+use crate::classify::routes::RouteTable;
+use crate::classify::version::{self, VersionRuntime};
+use crate::counters::ServiceMetrics;
 use crate::warm::WarmMetrics;
 
 /// One service as the request path sees it.
@@ -159,7 +158,7 @@ impl Snapshot {
                         .map(|s| Arc::clone(&s.warm_metrics))
                         .unwrap_or_default(),
                     admission: ServiceAdmission::new(config, &policy, &metadata, before.copied()),
-                    versions: crate::versions::runtimes(config, before.map(|s| &*s.versions)),
+                    versions: version::runtimes(config, before.map(|s| &*s.versions)),
                     cache: config.cache.as_ref().map(|wanted| {
                         before
                             .and_then(|s| s.cache.as_ref())
@@ -228,122 +227,32 @@ fn predictor_for(policy: &Policy, previous: Option<&Snapshot>) -> Arc<Predictor>
     }
 }
 
-/// State shared by the request path, the admin API and the background tasks.
-pub struct FrontDoor {
-    snapshot: ArcSwap<Snapshot>,
-    /// Counters that belong to no service.
-    pub metrics: ProxyMetrics,
-    /// The proxy's clock (ms), shared with the predictor.
-    pub clock: Arc<dyn Clock>,
-    /// What the control loop last published about load and forecasts.
-    pub forecasts: Arc<ArcSwap<ForecastBoard>>,
-    /// Events posted through the admin API.
-    pub events: EventBook,
-    /// Bearer token that admin writes (`POST /v1/events`, reloads) must present.
-    pub admin_token: Option<String>,
-    /// Woken when a request is held: the control loop scales from zero without waiting a tick.
-    pub scale_signal: tokio::sync::Notify,
-    /// Requests admitted and not yet finished, against `limits.max_in_flight`.
-    pub in_flight: Arc<InFlightLimit>,
-    /// Set once the control loop has stopped the instances it launched (at shutdown).
-    pub instances_stopped: std::sync::atomic::AtomicBool,
-    /// The `local` orchestrator, once the control loop has started it.
-    pub orchestrator: std::sync::OnceLock<Arc<LocalOrchestrator>>,
-    /// The Kubernetes backend and this replica's leader election, once connected.
-    pub kubernetes: std::sync::OnceLock<(
-        forecourt_orchestrator::KubernetesOrchestrator,
-        Arc<forecourt_orchestrator::Leadership>,
-    )>,
-    /// Every scaled service's last decision.
-    pub scaling: Arc<ArcSwap<ScalingBoard>>,
-    /// Every flagged version's last pre-deploy state.
-    pub versions: Arc<ArcSwap<VersionBoard>>,
-    /// Scaling decisions counted by reason.
-    pub decisions: Arc<DecisionCounters>,
-    /// Services a reload removed, kept while their instances drain.
-    retired: std::sync::Mutex<Vec<Arc<ServiceInstances>>>,
-    /// The policy file, its generation and the last reload's outcome.
-    pub config: crate::reload::ConfigState,
-}
-
-impl crate::keepalive::HeaderLimits for FrontDoor {
-    fn header_limits(&self) -> (std::time::Duration, usize) {
-        let snapshot = self.snapshot.load();
-        let limits = &snapshot.policy.limits;
-        (limits.header_timeout, limits.max_header_bytes)
+impl HostState for Snapshot {
+    fn predictor(&self) -> &Arc<Predictor> {
+        &self.predictor
     }
 
-    fn header_timed_out(&self) {
-        self.metrics
-            .header_timeouts
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-impl std::fmt::Debug for FrontDoor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FrontDoor").finish_non_exhaustive()
-    }
-}
-
-// === impl FrontDoor ===
-
-impl FrontDoor {
-    /// Front door state for `policy`.
-    pub fn new(policy: Policy, clock: Arc<dyn Clock>) -> Self {
-        let max_in_flight = policy.limits.max_in_flight;
-        Self {
-            snapshot: ArcSwap::from_pointee(Snapshot::new(Arc::new(policy), None)),
-            metrics: ProxyMetrics::default(),
-            clock,
-            forecasts: Arc::new(ArcSwap::from_pointee(ForecastBoard::default())),
-            events: EventBook::default(),
-            admin_token: None,
-            scale_signal: tokio::sync::Notify::new(),
-            in_flight: Arc::new(InFlightLimit::new(max_in_flight)),
-            instances_stopped: std::sync::atomic::AtomicBool::new(false),
-            orchestrator: std::sync::OnceLock::new(),
-            kubernetes: std::sync::OnceLock::new(),
-            scaling: Arc::new(ArcSwap::from_pointee(ScalingBoard::default())),
-            versions: crate::versions::board(),
-            decisions: Arc::new(DecisionCounters::default()),
-            retired: std::sync::Mutex::new(Vec::new()),
-            config: crate::reload::ConfigState::default(),
-        }
+    fn forecast_config(&self) -> &ForecastConfig {
+        &self.policy.forecast
     }
 
-    /// Requires `token` for admin writes.
-    pub fn with_admin_token(mut self, token: Option<String>) -> Self {
-        self.admin_token = token.filter(|t| !t.is_empty());
-        self
-    }
-
-    /// The current snapshot (one atomic refcount increment).
-    pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot.load_full()
-    }
-
-    /// Installs a new snapshot; requests in flight keep the one they started with.
-    pub(crate) fn install(&self, snapshot: Snapshot) {
-        self.in_flight.set_max(snapshot.policy.limits.max_in_flight);
-        self.snapshot.store(Arc::new(snapshot));
-    }
-
-    /// Keeps a removed service's instances reachable while they drain.
-    pub(crate) fn retire(&self, service: Arc<ServiceInstances>) {
-        let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
-        retired.retain(|s| s.all().iter().any(|i| i.in_flight() > 0) && s.name != service.name);
-        retired.push(service);
-    }
-
-    /// A service a reload removed, by name.
-    pub fn retired(&self, name: &str) -> Option<Arc<ServiceInstances>> {
-        self.retired
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+    fn services(&self) -> Vec<HostService<'_>> {
+        self.services
             .iter()
-            .rev()
-            .find(|s| &*s.name == name)
-            .cloned()
+            .map(|s| HostService {
+                config: &s.config,
+                ready: u32::try_from(s.instances.ready().unflagged().len()).unwrap_or(u32::MAX),
+                held: u32::try_from(s.metrics.held_now.load(Relaxed)).unwrap_or(u32::MAX),
+                mean_latency_secs: 0.0,
+                versions: s
+                    .versions
+                    .iter()
+                    .map(|v| VersionSighting {
+                        config: &v.config,
+                        last_seen_ms: v.stats.last_seen_ms(),
+                    })
+                    .collect(),
+            })
+            .collect()
     }
 }

@@ -9,6 +9,32 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+/// Why a request Forecourt sent to an instance failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InstanceError {
+    /// The TCP connection could not be made.
+    #[error("connect: {0}")]
+    Connect(#[source] std::io::Error),
+    /// The HTTP/1 handshake failed.
+    #[error("handshake: {0}")]
+    Handshake(#[source] hyper::Error),
+    /// The connection closed or broke before the request could be sent.
+    #[error("connection: {0}")]
+    Connection(#[source] hyper::Error),
+    /// The request could not be built (a header Forecourt was asked to send is invalid).
+    #[error("request: {0}")]
+    Build(#[source] http::Error),
+    /// Sending the request or reading the response head failed.
+    #[error("request: {0}")]
+    Send(#[source] hyper::Error),
+    /// Reading the response body failed.
+    #[error("body: {0}")]
+    Body(#[source] hyper::Error),
+    /// A tenant value is not a valid header value.
+    #[error("tenant: {0}")]
+    Tenant(#[source] http::header::InvalidHeaderValue),
+}
+
 /// What an instance answered.
 #[derive(Debug)]
 pub struct InstanceResponse {
@@ -30,14 +56,14 @@ pub struct InstanceClient {
 
 impl InstanceClient {
     /// Connects to the instance at `address`.
-    pub async fn connect(address: SocketAddr) -> Result<Self, String> {
+    pub async fn connect(address: SocketAddr) -> Result<Self, InstanceError> {
         let stream = TcpStream::connect(address)
             .await
-            .map_err(|e| format!("connect: {e}"))?;
+            .map_err(InstanceError::Connect)?;
         let _ = stream.set_nodelay(true);
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| format!("handshake: {e}"))?;
+            .map_err(InstanceError::Handshake)?;
         tokio::spawn(async move {
             let _ = connection.await;
         });
@@ -52,11 +78,11 @@ impl InstanceClient {
         path: &str,
         headers: &[(HeaderName, HeaderValue)],
         keep_body: usize,
-    ) -> Result<InstanceResponse, String> {
+    ) -> Result<InstanceResponse, InstanceError> {
         self.sender
             .ready()
             .await
-            .map_err(|e| format!("connection: {e}"))?;
+            .map_err(InstanceError::Connection)?;
         let mut request = http::Request::builder()
             .method(method)
             .uri(path)
@@ -67,17 +93,17 @@ impl InstanceClient {
         }
         let request = request
             .body(Empty::<Bytes>::new())
-            .map_err(|e| format!("request: {e}"))?;
+            .map_err(InstanceError::Build)?;
         let response = self
             .sender
             .send_request(request)
             .await
-            .map_err(|e| format!("request: {e}"))?;
+            .map_err(InstanceError::Send)?;
         let status = response.status().as_u16();
         let (parts, mut body) = response.into_parts();
         let mut kept = Some(BytesMut::new());
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| format!("body: {e}"))?;
+            let frame = frame.map_err(InstanceError::Body)?;
             if let (Some(data), Some(buf)) = (frame.data_ref(), kept.as_mut()) {
                 if buf.len() + data.len() > keep_body {
                     kept = None;

@@ -12,8 +12,8 @@ use forecourt_config::CacheConfig;
 use forecourt_predictor::HotKeys;
 use http::{HeaderMap, HeaderValue, Method};
 
-use crate::cache::Lookup;
-use crate::caching::{due_for_refresh, ServiceCache};
+use forecourt_proxy::cache::{Lookup, ServiceCache};
+use forecourt_proxy::warm::refresh::due_for_refresh;
 
 /// What to replay.
 #[derive(Debug, Clone)]
@@ -196,7 +196,7 @@ pub fn read_rows(text: &str) -> Vec<(u64, u64)> {
 mod tests {
     use super::*;
 
-    const SLICE: &str = include_str!("../testdata/nasa-1995-slice.csv");
+    const SLICE: &str = include_str!("../../../testdata/nasa-1995-slice.csv");
 
     fn cache_config() -> CacheConfig {
         CacheConfig {

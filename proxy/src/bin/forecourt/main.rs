@@ -8,7 +8,15 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use forecourt_config::{LoadError, Policy};
 use forecourt_predictor::SystemClock;
-use forecourt_proxy::{backend, demo, forecast_cli, server, state::FrontDoor};
+use forecourt_proxy::{server, FrontDoor};
+
+mod backend;
+#[cfg(test)]
+mod cache_replay;
+mod demo;
+mod forecast;
+mod load;
+mod replay;
 
 #[cfg(all(feature = "mimalloc", not(feature = "jemalloc")))]
 #[global_allocator]
@@ -130,10 +138,10 @@ enum Command {
     },
     /// Send HTTP/1.1 traffic that follows a trace to a target, open loop, and report what came
     /// back (latency from each request's scheduled time).
-    Load(forecourt_proxy::load::LoadArgs),
+    Load(load::LoadArgs),
     /// Replay a trace through simulated fleets under Forecourt's policy, Knative's KPA, an oracle
     /// and static peak provisioning; print waiting and cost per utilisation target.
-    Replay(forecourt_proxy::replay_cli::ReplayOptions),
+    Replay(replay::ReplayOptions),
 }
 
 fn humantime_duration(text: &str) -> Result<Duration, String> {
@@ -273,13 +281,13 @@ fn main() -> ExitCode {
             } else {
                 horizons
             };
-            let options = forecast_cli::ForecastOptions {
+            let options = forecast::ForecastOptions {
                 trace,
                 service,
                 horizons,
                 train_fraction,
             };
-            match forecast_cli::run(&options) {
+            match forecast::run(&options) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -300,14 +308,14 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Load(args) => match forecourt_proxy::load::main(&args) {
+        Command::Load(args) => match load::main(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");
                 ExitCode::FAILURE
             }
         },
-        Command::Replay(options) => match forecourt_proxy::replay_cli::main(&options) {
+        Command::Replay(options) => match replay::main(&options) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");

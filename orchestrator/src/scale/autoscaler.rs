@@ -18,8 +18,7 @@ use forecourt_config::{Capacity, ScalingConfig, ServiceConfig, DEFAULT_VERSION};
 use forecourt_predictor::{ForecastEngine, HorizonForecast, Predictor, ServiceId};
 
 use crate::backend::Orchestrator;
-use crate::ready::ServiceInstances;
-use crate::scaling::{
+use crate::scale::decide::{
     decide, dependency_demand, millis, Decision, ForecastAtHorizon, Reason, ScalingInputs,
     ScalingState, ServiceLoad, TimeToReady,
 };
@@ -29,8 +28,8 @@ use crate::scaling::{
 pub struct ServiceView<'a> {
     /// Its settings (scaled when `config.scaling` is set).
     pub config: &'a ServiceConfig,
-    /// Its instances and ready set.
-    pub instances: &'a ServiceInstances,
+    /// Its unflagged instances confirmed ready.
+    pub ready: u32,
     /// Requests held now waiting for a ready instance.
     pub held: u32,
     /// Mean request latency in seconds (0 when unknown).
@@ -374,7 +373,7 @@ impl Autoscaler {
                 continue;
             }
             let memory = self.memory.entry(name.to_owned()).or_default();
-            let ready = u32::try_from(view.instances.ready().unflagged().len()).unwrap_or(u32::MAX);
+            let ready = view.ready;
             let now = ServiceNow {
                 ordered: self.orchestrator.replicas(name, DEFAULT_VERSION),
                 ready,
@@ -417,6 +416,11 @@ impl Autoscaler {
             });
         }
         self.board.store(Arc::new(ScalingBoard { services: board }));
+    }
+
+    /// The upper forecast at the horizon that the last tick used for `service`, if it forecasts.
+    pub fn last_forecast(&self, service: &str) -> Option<f64> {
+        self.memory.get(service)?.local.forecast_upper
     }
 
     /// This replica's own load per scaled service at the last tick, as published for the leader.
@@ -488,6 +492,8 @@ fn arrived_recently(predictor: &Predictor, id: ServiceId, now_ms: u64) -> bool {
 mod tests {
     use std::net::SocketAddr;
     use std::sync::Mutex;
+
+    use crate::fleet::ServiceInstances;
 
     use async_trait::async_trait;
     use forecourt_config::Policy;
@@ -572,7 +578,8 @@ mod tests {
                 .zip(&instances)
                 .map(|(config, instances)| ServiceView {
                     config,
-                    instances,
+                    ready: u32::try_from(instances.ready().unflagged().len())
+                        .expect("a few instances"),
                     held: if config.name == "shop" { held } else { 0 },
                     mean_latency_secs: 0.0,
                     peers: PeerLoad::default(),

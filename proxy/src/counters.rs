@@ -1,10 +1,9 @@
-//! Request metrics, recorded with relaxed atomics only and rendered in Prometheus text format.
+//! The request path's counters, recorded with relaxed atomics only (rendered by `admin::metrics`).
 //!
 //! Latencies go into a log-linear atomic histogram (8 sub-buckets per power of two, about 12%
 //! relative width) so recording takes no lock; scrapes merge it into an `hdrhistogram` for
 //! quantiles and export cumulative buckets.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ const SUB: u64 = 8;
 /// Number of histogram buckets (covers all of u64 microseconds).
 const BUCKETS: usize = 8 + 61 * SUB as usize;
 /// Status codes 100..=599 are counted one by one.
-const CODES: usize = 500;
+pub(crate) const CODES: usize = 500;
 
 /// Prometheus bucket bounds for request latency, in seconds.
 pub const LATENCY_BOUNDS_S: [f64; 14] = [
@@ -91,8 +90,8 @@ fn unreachable_histogram() -> Histogram<u64> {
 #[derive(Debug)]
 pub struct ServiceMetrics {
     /// `[tenant class][status - 100]`.
-    requests: Box<[AtomicU64]>,
-    classes: usize,
+    pub(crate) requests: Box<[AtomicU64]>,
+    pub(crate) classes: usize,
     /// Time from request start to response end.
     pub latency: LatencyHistogram,
     /// Connections to an instance that failed.
@@ -207,141 +206,6 @@ pub struct ProxyMetrics {
     pub shed: AtomicU64,
 }
 
-/// Escapes a Prometheus label value.
-pub fn label(value: &str) -> std::borrow::Cow<'_, str> {
-    if value.contains(['\\', '"', '\n']) {
-        value
-            .replace('\\', "\\\\")
-            .replace('"', "\\\"")
-            .replace('\n', "\\n")
-            .into()
-    } else {
-        value.into()
-    }
-}
-
-/// Writes one metric family labelled only by service: its HELP and TYPE lines, then one sample per
-/// service.
-pub fn write_per_service<'a, V: std::fmt::Display>(
-    out: &mut String,
-    metric: &str,
-    kind: &str,
-    help: &str,
-    samples: impl IntoIterator<Item = (&'a str, V)>,
-) {
-    let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} {kind}");
-    for (service, value) in samples {
-        let _ = writeln!(out, "{metric}{{service=\"{}\"}} {value}", label(service));
-    }
-}
-
-/// Writes the request metrics of every service.
-pub fn render_requests(
-    out: &mut String,
-    services: &[(&str, &ServiceMetrics)],
-    classes: &[Box<str>],
-) {
-    out.push_str("# HELP forecourt_requests_total Requests answered, by service, status code and tenant class.\n");
-    out.push_str("# TYPE forecourt_requests_total counter\n");
-    for (name, m) in services {
-        for (c, class) in classes.iter().enumerate().take(m.classes) {
-            for code in 0..CODES {
-                let n = m.requests[c * CODES + code].load(Ordering::Relaxed);
-                if n > 0 {
-                    let _ = writeln!(
-                        out,
-                        "forecourt_requests_total{{service=\"{}\",code=\"{}\",tenant_class=\"{}\"}} {n}",
-                        label(name),
-                        code + 100,
-                        label(class)
-                    );
-                }
-            }
-        }
-    }
-    out.push_str(
-        "# HELP forecourt_request_duration_seconds Time from request start to response end.\n",
-    );
-    out.push_str("# TYPE forecourt_request_duration_seconds histogram\n");
-    for (name, m) in services {
-        let (h, sum_us) = m.latency.snapshot();
-        let name = label(name);
-        for bound in LATENCY_BOUNDS_S {
-            let le_us = (bound * 1e6) as u64;
-            let n = if h.is_empty() {
-                0
-            } else {
-                h.count_between(0, le_us)
-            };
-            let _ = writeln!(
-                out,
-                "forecourt_request_duration_seconds_bucket{{service=\"{name}\",le=\"{bound}\"}} {n}"
-            );
-        }
-        let total = h.len();
-        let _ = writeln!(
-            out,
-            "forecourt_request_duration_seconds_bucket{{service=\"{name}\",le=\"+Inf\"}} {total}"
-        );
-        let _ = writeln!(
-            out,
-            "forecourt_request_duration_seconds_sum{{service=\"{name}\"}} {}",
-            sum_us as f64 / 1e6
-        );
-        let _ = writeln!(
-            out,
-            "forecourt_request_duration_seconds_count{{service=\"{name}\"}} {total}"
-        );
-    }
-    for (metric, help, get) in [
-        (
-            "forecourt_upstream_connect_failures_total",
-            "Connections to an instance that failed.",
-            (|m: &ServiceMetrics| m.connect_failures.load(Ordering::Relaxed))
-                as fn(&ServiceMetrics) -> u64,
-        ),
-        (
-            "forecourt_retries_total",
-            "Attempts on another instance after a failure.",
-            |m: &ServiceMetrics| m.retries.load(Ordering::Relaxed),
-        ),
-        (
-            "forecourt_no_ready_instance_total",
-            "Requests answered 503 because no instance was ready (queue full or deadline passed).",
-            |m: &ServiceMetrics| m.no_ready_instance.load(Ordering::Relaxed),
-        ),
-        (
-            "forecourt_held_requests_total",
-            "Requests that waited for a ready instance.",
-            |m: &ServiceMetrics| m.held.load(Ordering::Relaxed),
-        ),
-    ] {
-        let samples = services.iter().map(|(name, m)| (*name, get(m)));
-        write_per_service(out, metric, "counter", help, samples);
-    }
-    out.push_str("# HELP forecourt_limited_requests_total Requests refused by a tenant, service or hold-share limit.\n# TYPE forecourt_limited_requests_total counter\n");
-    for (name, m) in services {
-        for (i, limit) in Limited::ALL.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "forecourt_limited_requests_total{{service=\"{}\",limit=\"{}\"}} {}",
-                label(name),
-                limit.label(),
-                m.limited[i].load(Ordering::Relaxed)
-            );
-        }
-    }
-    write_per_service(
-        out,
-        "forecourt_held_requests",
-        "gauge",
-        "Requests waiting for a ready instance now.",
-        services
-            .iter()
-            .map(|(name, m)| (*name, m.held_now.load(Ordering::Relaxed))),
-    );
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -386,30 +250,5 @@ mod tests {
         assert_eq!(sum, 5050 * 1000);
         let p50 = snap.value_at_quantile(0.5) as f64;
         assert!((p50 - 50_000.0).abs() / 50_000.0 < 0.13, "p50 {p50}");
-    }
-
-    #[test]
-    fn requests_render_by_code_and_class() {
-        let m = ServiceMetrics::new(2);
-        m.count(1, 200);
-        m.count(1, 200);
-        m.count(0, 503);
-        m.count(7, 999); // clamped, not out of bounds
-        let mut out = String::new();
-        render_requests(
-            &mut out,
-            &[("shop", &m)],
-            &["anonymous".into(), "gold".into()],
-        );
-        assert!(out.contains(
-            "forecourt_requests_total{service=\"shop\",code=\"200\",tenant_class=\"gold\"} 2"
-        ));
-        assert!(out.contains("code=\"503\",tenant_class=\"anonymous\"} 1"));
-        assert!(out.contains("code=\"599\",tenant_class=\"gold\"} 1"));
-    }
-
-    #[test]
-    fn labels_are_escaped() {
-        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }

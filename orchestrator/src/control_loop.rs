@@ -1,0 +1,458 @@
+//! # The control loop
+//!
+//! ```text
+//!  every second (+20 ms) ─┐                      ┌─► forecast step ─► ForecastBoard
+//!  a request was held ────┴─► ControlLoop::tick ─┼─► scaling step ──► Orchestrator::set_replicas
+//!                              (HostState: the    │                    ScalingBoard
+//!                               host's snapshot)  ├─► pre-deploy ─────► flagged versions, VersionBoard
+//!                                                 └─► peer windows ───► this replica's Lease (leader sums)
+//!
+//!  run(): backends start ─► Update feed ─► host's Fleet ─► health checker ─► ready set
+//!         shutdown ─► launched instances drained and stopped
+//! ```
+//!
+//! The loop is the same code in production and under replay: [`run`] drives it on the proxy's
+//! clock against the front door (a [`ControlHost`]); `forecourt replay` calls
+//! [`ControlLoop::tick`] once a virtual second against a simulated fleet. Everything it
+//! publishes goes to a [`ControlPlane`], which the host shares with its admin API.
+
+pub mod forecast_step;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use forecourt_config::{ForecastConfig, Policy, ServiceConfig, VersionConfig};
+use forecourt_predictor::{Clock, Predictor};
+use tokio::sync::{watch, Notify};
+
+use crate::backend::combined::Backends;
+use crate::backend::local::{local_services, LocalOrchestrator};
+use crate::backend::{Drain, Orchestrator, Update};
+use crate::fleet::ServiceInstances;
+use crate::kubernetes::cluster::Cluster;
+use crate::kubernetes::leader::{FlaggedVersion, Leadership, ReplicaWindows, ServiceWindows};
+use crate::kubernetes::KubernetesOrchestrator;
+use crate::predeploy::{PreDeployer, VersionBoard, VersionInput};
+use crate::scale::autoscaler::{Autoscaler, DecisionCounters, PeerLoad, ScalingBoard, ServiceView};
+use forecast_step::{EventBook, ForecastBoard, ForecastLoop};
+
+/// How long after a second boundary the loop ticks, so that second is closed for every worker.
+const TICK_OFFSET_MS: u64 = 20;
+/// Longest wait for launched instances to drain and stop when Forecourt exits.
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(20);
+
+/// One flagged version of a service as its host saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct VersionSighting<'a> {
+    /// The version's policy entry.
+    pub config: &'a VersionConfig,
+    /// When a request with its flag was last seen here (host clock ms); `None` when never.
+    pub last_seen_ms: Option<u64>,
+}
+
+/// One service as its host reports it at a tick.
+#[derive(Debug, Clone)]
+pub struct HostService<'a> {
+    /// Its settings.
+    pub config: &'a ServiceConfig,
+    /// Unflagged instances confirmed ready.
+    pub ready: u32,
+    /// Requests held now waiting for a ready instance.
+    pub held: u32,
+    /// Mean request latency in seconds (0 when unknown).
+    pub mean_latency_secs: f64,
+    /// Its flagged versions (empty for most services).
+    pub versions: Vec<VersionSighting<'a>>,
+}
+
+/// What the loop reads from its host at one tick: an immutable view (the proxy's snapshot).
+pub trait HostState: Send + Sync {
+    /// Every service's sliding windows, as the request path records them.
+    fn predictor(&self) -> &Arc<Predictor>;
+    /// The policy's forecast settings (horizons, scheduled events).
+    fn forecast_config(&self) -> &ForecastConfig;
+    /// Every service, in policy order.
+    fn services(&self) -> Vec<HostService<'_>>;
+}
+
+/// The process that hosts the control loop in production (the proxy's front door).
+pub trait ControlHost: Send + Sync + 'static {
+    /// What the loop reads now: the host's current snapshot.
+    fn state(&self) -> Arc<dyn HostState>;
+    /// The running policy (launch specs and Kubernetes settings at start).
+    fn policy(&self) -> Arc<Policy>;
+    /// The instances of `service` in the current fleet.
+    fn instances(&self, service: &str) -> Option<Arc<ServiceInstances>>;
+    /// The instances of `service` when a reload removed it and they still drain.
+    fn retired(&self, service: &str) -> Option<Arc<ServiceInstances>>;
+}
+
+/// What the control loop shares with the rest of the process: the boards it publishes, the
+/// events and the signal it reads, and the backends it orders through once started.
+#[derive(Default)]
+pub struct ControlPlane {
+    /// What the forecast step last published about load and forecasts.
+    pub forecasts: Arc<ArcSwap<ForecastBoard>>,
+    /// Every scaled service's last decision.
+    pub scaling: Arc<ArcSwap<ScalingBoard>>,
+    /// Every flagged version's last pre-deploy state.
+    pub versions: Arc<ArcSwap<VersionBoard>>,
+    /// Scaling decisions counted by reason.
+    pub decisions: Arc<DecisionCounters>,
+    /// Events posted through the admin API.
+    pub events: EventBook,
+    /// Woken when a request is held: the loop scales from zero without waiting a tick.
+    pub scale_signal: Notify,
+    /// Set once the loop has stopped the instances it launched (at shutdown).
+    pub instances_stopped: AtomicBool,
+    orchestrator: OnceLock<Arc<dyn Orchestrator>>,
+    kubernetes: OnceLock<(KubernetesOrchestrator, Arc<Leadership>)>,
+}
+
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlane")
+            .field("orchestrator", &self.orchestrator.get().map(|o| o.kind()))
+            .field("kubernetes", &self.kubernetes.get().is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl ControlPlane ===
+
+impl ControlPlane {
+    /// The backends, once the loop has started them.
+    pub fn orchestrator(&self) -> Option<&Arc<dyn Orchestrator>> {
+        self.orchestrator.get()
+    }
+
+    /// The Kubernetes backend and this replica's election, once connected.
+    pub fn kubernetes(&self) -> Option<&(KubernetesOrchestrator, Arc<Leadership>)> {
+        self.kubernetes.get()
+    }
+
+    /// Hands a newly applied policy to the running backends (launch specs, Kubernetes targets);
+    /// a backend that refuses it is logged and keeps its old settings.
+    pub fn reconfigure(&self, policy: &Policy) {
+        if let Some(orchestrator) = self.orchestrator.get() {
+            if let Err(error) = orchestrator.reconfigure(policy) {
+                tracing::error!(%error, "the local orchestrator refused the new launch specs");
+            }
+        }
+        if self.kubernetes.get().is_none() && policy.services.iter().any(|s| s.kubernetes.is_some())
+        {
+            tracing::warn!("services with kubernetes: need a restart when the policy Forecourt started with had none");
+        }
+    }
+}
+
+/// The loop's memory between ticks: the forecast, scaling and pre-deploy steps.
+pub struct ControlLoop {
+    plane: Arc<ControlPlane>,
+    forecasts: ForecastLoop,
+    autoscaler: Autoscaler,
+    predeploy: PreDeployer,
+    leadership: Option<Arc<Leadership>>,
+}
+
+impl std::fmt::Debug for ControlLoop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlLoop")
+            .field("forecasts", &self.forecasts)
+            .field("autoscaler", &self.autoscaler)
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl ControlLoop ===
+
+impl ControlLoop {
+    /// A loop ordering through `orchestrator` and publishing to `plane`; with `leadership`, only
+    /// the leader orders capacity on Kubernetes, from every replica's load.
+    pub fn new(
+        orchestrator: Arc<dyn Orchestrator>,
+        plane: Arc<ControlPlane>,
+        state: &dyn HostState,
+        leadership: Option<Arc<Leadership>>,
+    ) -> Self {
+        Self {
+            forecasts: ForecastLoop::new(
+                Arc::clone(state.predictor()),
+                state.forecast_config(),
+                Arc::clone(&plane.forecasts),
+            ),
+            autoscaler: Autoscaler::new(
+                Arc::clone(&orchestrator),
+                Arc::clone(&plane.scaling),
+                Arc::clone(&plane.decisions),
+            ),
+            predeploy: PreDeployer::new(orchestrator, Arc::clone(&plane.versions)),
+            leadership,
+            plane,
+        }
+    }
+
+    /// One tick at `now_ms` (host clock): forecast when a second has closed, then scale,
+    /// pre-deploy flagged versions and publish this replica's windows.
+    pub async fn tick(&mut self, state: &dyn HostState, now_ms: u64, second_closed: bool) {
+        if second_closed {
+            self.forecasts.tick(
+                state.predictor(),
+                state.forecast_config(),
+                &self.plane.events,
+                now_ms,
+            );
+        }
+        let leading = self.leadership.as_ref().is_none_or(|l| l.is_leader());
+        let peers = self
+            .leadership
+            .as_ref()
+            .map(|l| l.peers())
+            .unwrap_or_default();
+        let services = state.services();
+        let views: Vec<ServiceView<'_>> = services
+            .iter()
+            .map(|s| ServiceView {
+                config: s.config,
+                ready: s.ready,
+                held: s.held,
+                mean_latency_secs: s.mean_latency_secs,
+                peers: PeerLoad::sum(&peers, &s.config.name),
+                may_order: leading || s.config.kubernetes.is_none(),
+            })
+            .collect();
+        self.autoscaler
+            .tick(
+                &views,
+                self.forecasts.predictor(),
+                self.forecasts.engine_ref(),
+                now_ms,
+            )
+            .await;
+        self.pre_deploy(&services, &peers, now_ms, leading).await;
+        if let Some(leadership) = &self.leadership {
+            let mut windows = self.autoscaler.local_windows();
+            add_flagged(&services, &mut windows);
+            leadership.publish(ReplicaWindows {
+                identity: leadership.settings().identity.clone(),
+                at_unix_ms: unix_ms(),
+                services: windows,
+            });
+        }
+    }
+
+    /// The upper forecast the scaling step last used for `service`, if it forecasts.
+    pub fn last_forecast(&self, service: &str) -> Option<f64> {
+        self.autoscaler.last_forecast(service)
+    }
+
+    /// One pre-deploy pass over the flagged versions of every scaled service (launched or on
+    /// Kubernetes; a fixed instance list is never scaled). Without the lead nothing is ordered
+    /// on Kubernetes; launched services are this Forecourt's own. A flag seen by another
+    /// replica (`peers`) counts as seen here.
+    async fn pre_deploy(
+        &mut self,
+        services: &[HostService<'_>],
+        peers: &[ReplicaWindows],
+        now_ms: u64,
+        leading: bool,
+    ) {
+        let peer_seen = |service: &str, version: &str| {
+            peers
+                .iter()
+                .flat_map(|p| p.services.iter().filter(|s| s.service == service))
+                .flat_map(|s| s.flagged.iter().filter(|f| f.version == version))
+                .map(|f| f.last_seen_unix_ms)
+                .max()
+        };
+        let inputs: Vec<VersionInput<'_>> = services
+            .iter()
+            .filter(|s| s.config.launch.is_some() || s.config.kubernetes.is_some())
+            .flat_map(|s| {
+                s.versions.iter().map(|v| VersionInput {
+                    service: &s.config.name,
+                    config: v.config,
+                    last_seen_ms: v
+                        .last_seen_ms
+                        .max(peer_seen(&s.config.name, &v.config.version)),
+                    forecast: None,
+                    per_replica: s.config.kubernetes.is_none(),
+                })
+            })
+            .collect();
+        self.predeploy.tick(&inputs, now_ms, leading).await;
+    }
+}
+
+/// Adds each flagged version's last sighting on this replica to the windows it publishes for the
+/// leader (the proxy's clock is aligned to UNIX time).
+fn add_flagged(services: &[HostService<'_>], windows: &mut Vec<ServiceWindows>) {
+    for service in services.iter().filter(|s| !s.versions.is_empty()) {
+        let flagged: Vec<FlaggedVersion> = service
+            .versions
+            .iter()
+            .filter_map(|v| {
+                Some(FlaggedVersion {
+                    version: v.config.version.clone(),
+                    last_seen_unix_ms: v.last_seen_ms?,
+                })
+            })
+            .collect();
+        if flagged.is_empty() {
+            continue;
+        }
+        match windows
+            .iter_mut()
+            .find(|w| w.service == service.config.name)
+        {
+            Some(window) => window.flagged = flagged,
+            None => windows.push(ServiceWindows {
+                service: service.config.name.clone(),
+                flagged,
+                ..ServiceWindows::default()
+            }),
+        }
+    }
+}
+
+/// Wall-clock UNIX milliseconds, for what other replicas read.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+// === running in production ===
+
+/// What the local orchestrator waits on before stopping an instance: the proxy's own in-flight
+/// count of it.
+struct HostDrain(Weak<dyn ControlHost>);
+
+#[async_trait]
+impl Drain for HostDrain {
+    async fn drained(&self, service: &str, address: SocketAddr, timeout: Duration) {
+        let Some(host) = self.0.upgrade() else {
+            return;
+        };
+        let instances = host.instances(service).or_else(|| host.retired(service));
+        drop(host);
+        if let Some(instances) = instances {
+            instances.drain(address, timeout).await;
+        }
+    }
+}
+
+/// Applies one instance change to the host's current fleet.
+pub fn apply_update(host: &dyn ControlHost, update: Update) {
+    let Some(service) = host.instances(update.service()) else {
+        return;
+    };
+    match update {
+        Update::Reset { instances, .. } => {
+            let list: Vec<_> = instances
+                .into_iter()
+                .map(|i| (i.address, i.version))
+                .collect();
+            let _ = service.reset(&list);
+        }
+        Update::Add { instance, .. } => {
+            tracing::debug!(service = %service.name, address = %instance.address, "instance started");
+            let _ = service.add(instance.address, &instance.version);
+        }
+        Update::Remove { address, .. } => {
+            let _ = service.remove(address);
+        }
+    }
+}
+
+/// Connects to Kubernetes when the policy has services there; `None` (logged) when it has none
+/// or no configuration is found.
+async fn connect_cluster(policy: &Policy, clock: Arc<dyn Clock>) -> Option<Cluster> {
+    if !policy.services.iter().any(|s| s.kubernetes.is_some()) {
+        return None;
+    }
+    match Cluster::connect(policy, clock).await {
+        Ok(cluster) => Some(cluster),
+        Err(error) => {
+            tracing::error!(%error, "services on Kubernetes get no instances");
+            None
+        }
+    }
+}
+
+/// Runs the control loop until `shutdown` turns true: starts the backends for `host`'s policy,
+/// follows their instance changes into the host's fleet, ticks once a second on `clock` (and at
+/// once on [`ControlPlane::scale_signal`]), then stops the instances it launched.
+pub async fn run(
+    host: Arc<dyn ControlHost>,
+    plane: Arc<ControlPlane>,
+    clock: Arc<dyn Clock>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let policy = host.policy();
+    let drain = Arc::new(HostDrain(Arc::downgrade(&host)));
+    let local = match LocalOrchestrator::new(local_services(&policy), drain) {
+        Ok(local) => Arc::new(local),
+        Err(error) => {
+            tracing::error!(%error, "the local orchestrator cannot start; nothing will be scaled");
+            return;
+        }
+    };
+    let cluster = connect_cluster(&policy, Arc::clone(&clock)).await;
+    if let Some(cluster) = &cluster {
+        let _ = plane.kubernetes.set((
+            cluster.orchestrator.clone(),
+            Arc::clone(&cluster.leadership),
+        ));
+    }
+    let backends: Arc<dyn Orchestrator> = Arc::new(Backends {
+        local: Arc::clone(&local),
+        kubernetes: cluster.as_ref().map(|c| c.orchestrator.clone()),
+    });
+    // One loop per process: a second start keeps the first backends.
+    let _ = plane.orchestrator.set(Arc::clone(&backends));
+    let mut updates = backends.updates();
+    let feed = tokio::spawn({
+        let host = Arc::clone(&host);
+        async move {
+            while let Some(update) = updates.recv().await {
+                apply_update(host.as_ref(), update);
+            }
+        }
+    });
+    let mut control = ControlLoop::new(
+        backends,
+        Arc::clone(&plane),
+        host.state().as_ref(),
+        cluster.as_ref().map(|c| Arc::clone(&c.leadership)),
+    );
+    loop {
+        let now = clock.now_ms();
+        let wait = 1_000 - now % 1_000 + TICK_OFFSET_MS;
+        let second_closed = tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(wait)) => true,
+            () = plane.scale_signal.notified() => false,
+            _ = shutdown.changed() => break,
+        };
+        let state = host.state();
+        control
+            .tick(state.as_ref(), clock.now_ms(), second_closed)
+            .await;
+    }
+    if let Some(cluster) = cluster {
+        cluster.stop().await;
+    }
+    tracing::info!("stopping launched instances");
+    if tokio::time::timeout(SHUTDOWN_LIMIT, local.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("launched instances did not stop in time; they are killed on exit");
+    }
+    plane.instances_stopped.store(true, Ordering::Release);
+    feed.abort();
+}
