@@ -38,7 +38,7 @@ mod readiness;
 
 use forecasts::{forecasts_json, PostedEvent};
 pub use metrics::render_metrics;
-pub use readiness::{readiness, Readiness};
+pub use readiness::readiness;
 
 /// Largest admin request body.
 const MAX_ADMIN_BODY: usize = 64 * 1024;

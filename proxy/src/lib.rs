@@ -33,18 +33,18 @@
 
 #![forbid(unsafe_code)]
 
-pub mod admin;
-pub mod admission;
+mod admin;
+mod admission;
 pub mod cache;
 pub mod classify;
-pub mod counters;
-pub mod front_door;
+mod counters;
+mod front_door;
 pub mod ingress;
-pub mod reload;
+mod reload;
 pub mod server;
 pub mod snapshot;
 pub mod warm;
 
 pub use front_door::FrontDoor;
-pub use reload::ReloadOutcome;
+pub use reload::{ConfigState, Rejection, ReloadOutcome};
 pub use server::{build, ServerError, ServerOptions};
