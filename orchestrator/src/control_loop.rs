@@ -26,7 +26,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use forecourt_config::{ForecastConfig, Policy, ServiceConfig, VersionConfig};
-use forecourt_predictor::{Clock, Predictor};
+use forecourt_predictor::{unix_now_ms, Clock, Predictor};
 use tokio::sync::{watch, Notify};
 
 use crate::backend::combined::Backends;
@@ -239,10 +239,17 @@ impl ControlLoop {
             add_flagged(&services, &mut windows);
             leadership.publish(ReplicaWindows {
                 identity: leadership.settings().identity.clone(),
-                at_unix_ms: unix_ms(),
+                at_unix_ms: unix_now_ms(),
                 services: windows,
             });
         }
+    }
+
+    /// Stops publishing the forecast board, for a host with no admin API to read it (replay):
+    /// decisions never read it, so they are the same; a tick does less.
+    pub fn without_forecast_board(mut self) -> Self {
+        self.forecasts = self.forecasts.without_board();
+        self
     }
 
     /// The upper forecast the scaling step last used for `service`, if it forecasts.
@@ -317,13 +324,6 @@ fn add_flagged(services: &[HostService<'_>], windows: &mut Vec<ServiceWindows>) 
             }),
         }
     }
-}
-
-/// Wall-clock UNIX milliseconds, for what other replicas read.
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 // === running in production ===

@@ -1,7 +1,7 @@
 //! Injected time: every window, forecaster and detector in this crate takes `now_ms` from a
 //! [`Clock`], so tests and the replay simulator drive a [`ManualClock`] and never sleep.
 //!
-//! [`SystemClock`] is the only place in the crate that reads the real clock.
+//! [`SystemClock`] and [`unix_now_ms`] are the only places in the crate that read the real clock.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -38,12 +38,16 @@ impl SystemClock {
     /// A monotonic clock that starts at the current UNIX time in milliseconds, so its minutes and
     /// days line up with wall time (useful for seasonal profiles and scheduled events).
     pub fn aligned_to_unix_time() -> Self {
-        let unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0);
-        Self::starting_at(unix_ms)
+        Self::starting_at(unix_now_ms())
     }
+}
+
+/// Wall-clock UNIX milliseconds now (may jump), for timestamps that other processes or people
+/// read; 0 before 1970. Intervals are measured on a [`Clock`], never with this.
+pub fn unix_now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Default for SystemClock {

@@ -45,7 +45,7 @@ mod sync {
 }
 
 pub use burst::{BurstConfig, BurstState, PanicSignal};
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{unix_now_ms, Clock, ManualClock, SystemClock};
 pub use engine::{EngineConfig, ForecastEngine, HorizonForecast, ServiceForecast};
 pub use ensemble::{Ensemble, EnsembleConfig, EnsembleSnapshot};
 pub use evaluate::{evaluate, format_report, EvalConfig, EvalReport};

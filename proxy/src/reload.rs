@@ -19,9 +19,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use forecourt_config::LoadError;
+use forecourt_predictor::unix_now_ms;
 use tokio::sync::watch;
 
 /// How often the policy file is checked for changes.
@@ -77,18 +78,12 @@ impl Default for ConfigState {
             path: Mutex::new(None),
             generation: watch::channel(1).0,
             last_rejection: Mutex::new(None),
-            loaded_at_unix_ms: AtomicU64::new(unix_ms()),
+            loaded_at_unix_ms: AtomicU64::new(unix_now_ms()),
             applied: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             reloading: tokio::sync::Mutex::new(()),
         }
     }
-}
-
-pub(crate) fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 // === impl ConfigState ===
@@ -128,7 +123,8 @@ impl ConfigState {
     /// (health checkers follow it); returns the new generation.
     pub(crate) fn applied(&self) -> u64 {
         self.applied.fetch_add(1, Ordering::Relaxed);
-        self.loaded_at_unix_ms.store(unix_ms(), Ordering::Relaxed);
+        self.loaded_at_unix_ms
+            .store(unix_now_ms(), Ordering::Relaxed);
         *self
             .last_rejection
             .lock()
@@ -148,7 +144,7 @@ impl ConfigState {
             .last_rejection
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(Rejection {
-            at_unix_ms: unix_ms(),
+            at_unix_ms: unix_now_ms(),
             trigger: trigger.to_owned(),
             problems: problems.to_vec(),
         });
