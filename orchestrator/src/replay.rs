@@ -204,7 +204,8 @@ impl ForecourtReplay {
             Arc::new(ControlPlane::default()),
             &state,
             None,
-        );
+        )
+        .without_forecast_board();
         Self {
             predictive,
             state,

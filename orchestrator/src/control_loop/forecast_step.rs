@@ -165,6 +165,8 @@ pub struct ForecastLoop {
     events: Vec<EventEntry>,
     started_ms: Option<u64>,
     board: Arc<ArcSwap<ForecastBoard>>,
+    /// Whether [`Self::tick`] builds the board (off under replay, which has no reader of it).
+    publish: bool,
 }
 
 impl std::fmt::Debug for ForecastLoop {
@@ -194,6 +196,7 @@ impl ForecastLoop {
             events: Vec::new(),
             started_ms: None,
             board,
+            publish: true,
         }
     }
 
@@ -206,6 +209,13 @@ impl ForecastLoop {
             ..EngineConfig::default()
         };
         ForecastEngine::new(predictor, config)
+    }
+
+    /// Stops building the board at every tick: for the replay simulator, where nothing reads it
+    /// (every model's snapshot at every horizon, rebuilt each second). Forecasts are unchanged.
+    pub fn without_board(mut self) -> Self {
+        self.publish = false;
+        self
     }
 
     /// The engine, for forecasts at other horizons (e.g. a service's time-to-ready).
@@ -242,6 +252,9 @@ impl ForecastLoop {
             self.events_key = Some(key);
         }
         self.engine.tick(&self.predictor, now_ms);
+        if !self.publish {
+            return;
+        }
         self.board.store(Arc::new(ForecastBoard {
             at_ms: now_ms,
             trained_seconds: now_ms.saturating_sub(started) / 1_000,

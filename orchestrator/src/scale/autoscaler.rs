@@ -354,7 +354,13 @@ impl Autoscaler {
                 name: &view.config.name,
                 dependencies: &view.config.dependencies,
                 forecast: forecast.map(|f| f.point),
-                current_rate: rate(predictor, &view.config.name, now_ms, 60_000),
+                // Only a surge passed on along a dependency reads it: skip the window sum
+                // for the (many) services without dependencies.
+                current_rate: if view.config.dependencies.is_empty() {
+                    0.0
+                } else {
+                    rate(predictor, &view.config.name, now_ms, 60_000)
+                },
             })
             .collect();
         let demand = dependency_demand(&loads);
