@@ -402,8 +402,8 @@ mod tests {
         let b = service.add(addr(2), "v2");
         assert_eq!(service.all().len(), 2);
         assert!(service.ready().instances.is_empty());
-        assert!(a.record_probe(Ok(()), &check()));
-        assert!(b.record_probe(Ok(()), &check()));
+        assert!(a.record_probe(&Ok::<(), String>(()), &check()));
+        assert!(b.record_probe(&Ok::<(), String>(()), &check()));
         assert!(a.time_to_ready().is_some());
         service.publish_ready();
         assert_eq!(service.ready().instances.len(), 2);
@@ -416,7 +416,7 @@ mod tests {
         assert_eq!(service.ready().instances.len(), 1);
         assert!(changes.has_changed().unwrap_or(false));
         // Probes that still pass do not bring a draining instance back.
-        assert!(!removed.record_probe(Ok(()), &check()));
+        assert!(!removed.record_probe(&Ok::<(), String>(()), &check()));
         assert!(!removed.is_ready());
         assert!(service.remove(addr(2)).is_none());
     }
@@ -452,7 +452,7 @@ mod tests {
         let service = ServiceInstances::new("shop", Vec::new());
         let kept = service.add(addr(1), "stable");
         let gone = service.add(addr(2), "stable");
-        kept.record_probe(Ok(()), &check());
+        kept.record_probe(&Ok::<(), String>(()), &check());
         service.publish_ready();
         let removed = service.reset(&[
             (addr(1), "stable".to_owned()),
@@ -476,7 +476,7 @@ mod tests {
             .map(|(v, port)| service.add(addr(port), v))
             .collect();
         for instance in &all {
-            instance.record_probe(Ok(()), &check());
+            instance.record_probe(&Ok::<(), String>(()), &check());
         }
         service.publish_ready();
         let ports = |list: &[Arc<Instance>]| -> Vec<u16> {

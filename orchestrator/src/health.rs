@@ -15,36 +15,59 @@ use tokio::task::JoinSet;
 
 use crate::fleet::{ServiceInstances, WarmUp};
 
+/// Why a health probe failed (the text the admin API shows as the instance's reason).
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// No answer within the check's timeout.
+    #[error("timed out after {0:?}")]
+    Timeout(std::time::Duration),
+    /// The TCP connection could not be made.
+    #[error("connect: {0}")]
+    Connect(#[source] std::io::Error),
+    /// The HTTP/1 handshake failed.
+    #[error("handshake: {0}")]
+    Handshake(#[source] hyper::Error),
+    /// The request could not be built (the check's path is not a valid target).
+    #[error("request: {0}")]
+    Build(#[source] http::Error),
+    /// Sending the request or reading the response failed.
+    #[error("request: {0}")]
+    Send(#[source] hyper::Error),
+    /// The instance answered, but not with a 2xx.
+    #[error("status {0}")]
+    Status(u16),
+}
+
 /// Probes `address` once: GET `path`, success on any 2xx within `check.timeout`.
-pub async fn probe(address: SocketAddr, check: &HealthCheck) -> Result<(), String> {
+pub async fn probe(address: SocketAddr, check: &HealthCheck) -> Result<(), ProbeError> {
     match tokio::time::timeout(check.timeout, probe_once(address, &check.path)).await {
         Ok(result) => result,
-        Err(_) => Err(format!("timed out after {:?}", check.timeout)),
+        Err(_) => Err(ProbeError::Timeout(check.timeout)),
     }
 }
 
-async fn probe_once(address: SocketAddr, path: &str) -> Result<(), String> {
+async fn probe_once(address: SocketAddr, path: &str) -> Result<(), ProbeError> {
     let stream = TcpStream::connect(address)
         .await
-        .map_err(|e| format!("connect: {e}"))?;
+        .map_err(ProbeError::Connect)?;
     let _ = stream.set_nodelay(true);
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| format!("handshake: {e}"))?;
+        .map_err(ProbeError::Handshake)?;
     let driver = tokio::spawn(connection);
     let request = http::Request::get(path)
         .header(http::header::HOST, address.to_string())
         .header(http::header::USER_AGENT, "forecourt-health-check")
         .header(http::header::CONNECTION, "close")
         .body(Empty::<Bytes>::new())
-        .map_err(|e| format!("request: {e}"))?;
+        .map_err(ProbeError::Build)?;
     let response = sender.send_request(request).await;
     driver.abort();
-    let status = response.map_err(|e| format!("request: {e}"))?.status();
+    let status = response.map_err(ProbeError::Send)?.status();
     if status.is_success() {
         Ok(())
     } else {
-        Err(format!("status {}", status.as_u16()))
+        Err(ProbeError::Status(status.as_u16()))
     }
 }
 
@@ -90,10 +113,10 @@ pub async fn check_service(
                 let result = probe(instance.address, &check).await;
                 // The probe that would confirm a new instance ready starts its warm-up instead.
                 if warming && result.is_ok() && instance.claim_warm_up(&check) {
-                    let _ = instance.record_probe(result, &check);
+                    let _ = instance.record_probe(&result, &check);
                     return (false, Some(instance));
                 }
-                let flipped = instance.record_probe(result.clone(), &check);
+                let flipped = instance.record_probe(&result, &check);
                 if flipped {
                     match &result {
                         Ok(()) => tracing::info!(

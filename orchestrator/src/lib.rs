@@ -49,7 +49,7 @@ pub use control_loop::{ControlHost, ControlLoop, ControlPlane, HostService, Host
 pub use fleet::{
     Fleet, HealthState, Instance, InstanceId, ReadySet, ServiceInstances, WarmUp, EJECT_AFTER_5XX,
 };
-pub use health::{check_service, probe, WarmInstance};
+pub use health::{check_service, probe, ProbeError, WarmInstance};
 pub use kubernetes::cluster::Cluster;
 pub use kubernetes::leader::Leadership;
 pub use kubernetes::{KubernetesOrchestrator, KubernetesService, KubernetesStats};

@@ -309,12 +309,18 @@ impl Instance {
     }
 
     /// Applies one probe result; returns true when readiness flipped.
-    pub(crate) fn record_probe(&self, result: Result<(), String>, check: &HealthCheck) -> bool {
+    pub(crate) fn record_probe<E: std::fmt::Display>(
+        &self,
+        result: &Result<(), E>,
+        check: &HealthCheck,
+    ) -> bool {
         let mut health = self
             .health
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let was = self.ready.load(Ordering::Acquire);
+        // The health state keeps the failure's text: it is what the admin API shows.
+        let result = result.as_ref().map(|_| ()).map_err(ToString::to_string);
         health.observe(result, check.healthy_threshold, check.unhealthy_threshold);
         // A draining instance stays out of the ready set whatever its probes say, and so does
         // one still warming up.
