@@ -309,8 +309,9 @@ fn a_flagged_request_reaches_the_new_version_only_once_it_is_ready() {
         deployment["metadata"]["labels"]["app.kubernetes.io/managed-by"],
         "forecourt"
     );
+    // The Service is created by a second API call after the Deployment: wait for it too.
     assert!(
-        fake.service(NS, "shop-beta").is_some(),
+        wait_for(WAIT, || fake.service(NS, "shop-beta")).is_some(),
         "no version Service"
     );
 
