@@ -5,7 +5,9 @@
 //! ```yaml
 //! limits:
 //!   max_in_flight: 10000      # the whole proxy; beyond it requests get a fast 503
-//!   header_timeout: 10s       # a request header must arrive in full within this
+//!   header_timeout: 10s       # every request header must arrive in full within this
+//!   send_timeout: 30s         # a write to a client that reads nothing for this long ends it
+//!   min_send_rate: 0          # bytes/s a client must read at, per write (0: only send_timeout)
 //!   tenant_classes:           # each tenant of a class gets its own bucket and concurrency
 //!     standard: { rate: 50, burst: 100, concurrency: 20 }
 //!     premium: { rate: 500, burst: 1000 }
@@ -43,6 +45,11 @@ pub struct LimitsSpec {
     /// On SIGTERM, how long requests in flight may take to finish (default 10s).
     #[serde(default, deserialize_with = "crate::de::duration")]
     pub drain_timeout: Option<Duration>,
+    /// Longest a write of the answer to a client may take (default 30s).
+    #[serde(default, deserialize_with = "crate::de::duration")]
+    pub send_timeout: Option<Duration>,
+    /// Slowest rate, in bytes per second, a client must read the answer at (default 0: off).
+    pub min_send_rate: Option<u64>,
     /// Per-tenant rate and concurrency limits by tenant class.
     #[serde(default)]
     pub tenant_classes: BTreeMap<String, RateSpec>,
@@ -97,6 +104,10 @@ pub struct Limits {
     pub min_body_rate: u64,
     /// On SIGTERM, how long requests in flight may take to finish (read at start only).
     pub drain_timeout: Duration,
+    /// Longest a write of the answer to a client may take.
+    pub send_timeout: Duration,
+    /// Slowest rate a client must read at, bytes per second (0: off; then `send_timeout` alone).
+    pub min_send_rate: u64,
     /// Per-tenant limits by tenant class name (classes without limits are absent).
     pub tenant_classes: Vec<(String, RateLimit)>,
 }
@@ -180,8 +191,15 @@ impl Checker<'_> {
             header_timeout,
             drain_timeout: raw.drain_timeout.unwrap_or(Duration::from_secs(10)),
             min_body_rate: raw.min_body_rate.unwrap_or(1024),
+            send_timeout: raw.send_timeout.unwrap_or(Duration::from_secs(30)),
+            min_send_rate: raw.min_send_rate.unwrap_or(0),
             tenant_classes,
         };
+        if limits.send_timeout < Duration::from_millis(100)
+            || limits.send_timeout > Duration::from_secs(600)
+        {
+            self.problem("limits.send_timeout", "between 100ms and 10m");
+        }
         if limits.drain_timeout > Duration::from_secs(600) {
             self.problem("limits.drain_timeout", "at most 10m");
         }

@@ -8,8 +8,10 @@
 //!   max_bytes: 64MiB       # all of this service's cached responses, headers included
 //!   max_object_bytes: 1MiB # a larger response streams through uncached
 //!   shared: false          # true: one entry for every tenant
-//!   cache_set_cookie: false
-//!   cache_authorized: false
+//!   cache_set_cookie: false  # store responses that set cookies
+//!   cache_authorized: false  # store answers to requests with Authorization
+//!   cache_cookies: false     # store answers to requests with Cookie
+//!                            # (without these, only a response saying public or s-maxage is)
 //! warm:
 //!   urls: [/, /catalog]    # GET through every new instance before it is confirmed ready
 //!   hot_keys: 16           # and the service's hottest cacheable paths
@@ -48,6 +50,8 @@ pub struct CacheSpec {
     pub cache_set_cookie: Option<bool>,
     /// Cache responses to requests with `Authorization`.
     pub cache_authorized: Option<bool>,
+    /// Cache responses to requests with `Cookie`.
+    pub cache_cookies: Option<bool>,
 }
 
 /// `warm:` as written.
@@ -88,6 +92,8 @@ pub struct CacheConfig {
     pub cache_set_cookie: bool,
     /// Cache responses to requests with `Authorization`.
     pub cache_authorized: bool,
+    /// Cache responses to requests with `Cookie`.
+    pub cache_cookies: bool,
 }
 
 /// A service's resolved warming settings.
@@ -124,6 +130,7 @@ impl Checker<'_> {
             shared: spec.shared.unwrap_or(false),
             cache_set_cookie: spec.cache_set_cookie.unwrap_or(false),
             cache_authorized: spec.cache_authorized.unwrap_or(false),
+            cache_cookies: spec.cache_cookies.unwrap_or(false),
         };
         if config.max_ttl.is_zero() || config.max_ttl > Duration::from_secs(7 * 86_400) {
             self.problem(&format!("{at}.max_ttl"), "between 1s and 7 days");

@@ -79,6 +79,15 @@ impl<'a> Checker<'a> {
         }
     }
 
+    /// A path written in the policy: relative ones are taken from the policy file's folder.
+    pub(crate) fn relative_path(&self, written: &str) -> PathBuf {
+        let path = Path::new(written);
+        match self.file.parent() {
+            Some(folder) if path.is_relative() => folder.join(path),
+            _ => path.to_owned(),
+        }
+    }
+
     /// Parses an `ip:port` address at `path` (`0.0.0.0:0` after reporting a bad one).
     pub(crate) fn socket_addr(&mut self, path: &str, text: &str) -> SocketAddr {
         text.parse().unwrap_or_else(|_| {

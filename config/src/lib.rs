@@ -49,7 +49,9 @@ pub use forecast::{EventChange, EventConfig, ForecastConfig};
 pub use kubernetes::{KubernetesConfig, LeaderElection, PortSpec, ServiceKubernetes};
 pub use launch::{Hold, LaunchConfig};
 pub use listeners::{Listeners, DEFAULT_ADMIN_ADDR, DEFAULT_PROXY_ADDR};
-pub use metadata::{Metadata, DEFAULT_FLAG_HEADER, DEFAULT_TENANT_HEADER};
+pub use metadata::{
+    Metadata, PeerNetwork, TenantTrust, DEFAULT_FLAG_HEADER, DEFAULT_TENANT_HEADER,
+};
 pub use policy::{LoadError, Policy};
 pub use scaling::{
     Capacity, Dependency, Horizon, PanicWindow, ScaleDown, ScaleUp, ScalingConfig, ScalingRule,

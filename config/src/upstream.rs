@@ -63,6 +63,9 @@ pub struct EjectionSpec {
     /// Longest ejection after repeated failures.
     #[serde(default, deserialize_with = "crate::de::duration")]
     pub max: Option<Duration>,
+    /// The largest share of a service's ready instances ejected at once, in percent (default 50;
+    /// one instance may always be ejected).
+    pub max_percent: Option<u8>,
 }
 
 /// Upstream timeouts.
@@ -100,6 +103,8 @@ pub struct Ejection {
     pub base: Duration,
     /// Longest ejection.
     pub max: Duration,
+    /// The largest share of a service's ready instances ejected at once, in percent.
+    pub max_percent: u8,
 }
 
 // === impl Checker ===
@@ -201,7 +206,16 @@ impl Checker<'_> {
         let ejection = Ejection {
             base: pick(|e| e.base, Duration::from_secs(5)),
             max: pick(|e| e.max, Duration::from_secs(60)),
+            max_percent: own
+                .and_then(|e| e.max_percent)
+                .or(inherited.and_then(|e| e.max_percent))
+                .unwrap_or(50),
         };
+        if ejection.max_percent > 100 {
+            let set = own.is_some_and(|e| e.max_percent.is_some());
+            let path = origin(at, set, "ejection", "max_percent");
+            self.problem(&path, "a percentage: at most 100");
+        }
         if ejection.max < ejection.base {
             let path = origin(at, own.is_some_and(|e| e.max.is_some()), "ejection", "max");
             self.problem(&path, "max must be at least base");

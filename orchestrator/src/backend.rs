@@ -174,6 +174,12 @@ pub trait Orchestrator: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Whether [`Self::reconfigure`] would take `policy`, changing nothing (a reload asks before
+    /// it installs the policy). The default takes every policy.
+    fn check_policy(&self, _policy: &forecourt_config::Policy) -> Result<(), OrchestratorError> {
+        Ok(())
+    }
+
     /// Takes a newly applied policy (launch specs, Kubernetes targets). The default has nothing
     /// to change.
     fn reconfigure(&self, _policy: &forecourt_config::Policy) -> Result<(), OrchestratorError> {

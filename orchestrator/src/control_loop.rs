@@ -130,13 +130,28 @@ impl ControlPlane {
         self.orchestrator.get()
     }
 
+    /// Sets the backends the loop orders through (once; `false` when they were already set).
+    /// [`run`] does it; hosts that run their own backends (tests, embedders) may too.
+    pub fn set_orchestrator(&self, orchestrator: Arc<dyn Orchestrator>) -> bool {
+        self.orchestrator.set(orchestrator).is_ok()
+    }
+
     /// The Kubernetes backend and this replica's election, once connected.
     pub fn kubernetes(&self) -> Option<&(KubernetesOrchestrator, Arc<Leadership>)> {
         self.kubernetes.get()
     }
 
-    /// Hands a newly applied policy to the running backends (launch specs, Kubernetes targets);
-    /// a backend that refuses it is logged and keeps its old settings.
+    /// Whether the running backends would take `policy` (its launch specs), without changing
+    /// anything: a reload asks before it installs, so a refused policy changes nothing.
+    pub fn check_policy(&self, policy: &Policy) -> Result<(), crate::OrchestratorError> {
+        match self.orchestrator.get() {
+            Some(orchestrator) => orchestrator.check_policy(policy),
+            None => Ok(()),
+        }
+    }
+
+    /// Hands a newly applied policy (after [`Self::check_policy`]) to the running backends
+    /// (launch specs, Kubernetes targets); a backend that refuses it keeps its old settings.
     pub fn reconfigure(&self, policy: &Policy) {
         if let Some(orchestrator) = self.orchestrator.get() {
             if let Err(error) = orchestrator.reconfigure(policy) {
@@ -394,12 +409,21 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let policy = host.policy();
-    let drain = Arc::new(HostDrain(Arc::downgrade(&host)));
-    let local = match LocalOrchestrator::new(local_services(&policy), drain) {
+    let drain: Arc<dyn crate::backend::Drain> = Arc::new(HostDrain(Arc::downgrade(&host)));
+    // A backend that cannot start must not take the loop down with it: forecasts, Kubernetes
+    // and a later reload with valid launch specs still work.
+    let local = match LocalOrchestrator::new(local_services(&policy), Arc::clone(&drain)) {
         Ok(local) => Arc::new(local),
         Err(error) => {
-            tracing::error!(%error, "the local orchestrator cannot start; nothing will be scaled");
-            return;
+            tracing::error!(%error, "the local orchestrator refused the launch specs; no local service is launched until a reload fixes them");
+            match LocalOrchestrator::new(Vec::new(), drain) {
+                Ok(local) => Arc::new(local),
+                Err(error) => {
+                    tracing::error!(%error, "the local orchestrator cannot start");
+                    plane.instances_stopped.store(true, Ordering::Release);
+                    return;
+                }
+            }
         }
     };
     let cluster = connect_cluster(&policy, Arc::clone(&clock)).await;
@@ -414,7 +438,7 @@ pub async fn run(
         kubernetes: cluster.as_ref().map(|c| c.orchestrator.clone()),
     });
     // One loop per process: a second start keeps the first backends.
-    let _ = plane.orchestrator.set(Arc::clone(&backends));
+    let _ = plane.set_orchestrator(Arc::clone(&backends));
     let mut updates = backends.updates();
     let feed = tokio::spawn({
         let host = Arc::clone(&host);

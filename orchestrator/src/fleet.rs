@@ -28,7 +28,9 @@ mod instance;
 mod ready_set;
 
 pub use health_state::HealthState;
-pub use instance::{Circuit, Instance, InstanceId, WarmUp, EJECT_AFTER_5XX, TRIAL_EXPIRY_MS};
+pub use instance::{
+    Circuit, Instance, InstanceId, Passive, WarmUp, EJECT_AFTER_5XX, TRIAL_EXPIRY_MS,
+};
 pub use ready_set::ReadySet;
 
 /// Every instance of one service, and its confirmed-ready subset.
@@ -74,6 +76,19 @@ impl ServiceInstances {
     /// The service's flagged versions, in policy order.
     pub fn flagged_versions(&self) -> Arc<Vec<Arc<str>>> {
         self.flagged.load_full()
+    }
+
+    /// Whether one more of the service's ready instances may be ejected at `now_ms` without
+    /// more than `max_percent` of them out at once (one may always be: Envoy's rule).
+    pub fn ejection_room(&self, now_ms: u64, max_percent: u8) -> bool {
+        let ready = self.ready();
+        let total = ready.instances.len();
+        let out = ready
+            .instances
+            .iter()
+            .filter(|i| i.ejected_until(now_ms).is_some())
+            .count();
+        out == 0 || (out + 1) * 100 <= usize::from(max_percent) * total
     }
 
     /// The current ready set (lock-free load).
@@ -300,6 +315,7 @@ mod tests {
         Ejection {
             base: Duration::from_secs(5),
             max: Duration::from_secs(60),
+            max_percent: 50,
         }
     }
 
@@ -320,11 +336,11 @@ mod tests {
         i.begin_attempt(6_000);
         assert!(i.is_ejected(6_001), "one trial at a time");
         // The trial fails: open again, twice as long.
-        i.observe_status(502, 6_100, &ejection());
+        i.observe_status(502, 6_100, &ejection(), || true);
         assert_eq!(i.ejected_until(6_100), Some(16_100));
         // Next trial succeeds: closed.
         i.begin_attempt(16_100);
-        i.observe_status(200, 16_200, &ejection());
+        i.observe_status(200, 16_200, &ejection(), || true);
         assert_eq!(i.circuit(16_200), Circuit::Closed);
         assert!(!i.is_ejected(16_200));
     }
@@ -356,16 +372,67 @@ mod tests {
     fn repeated_5xx_eject_and_success_resets() {
         let i = instance();
         for _ in 0..EJECT_AFTER_5XX - 1 {
-            i.observe_status(503, 0, &ejection());
+            i.observe_status(503, 0, &ejection(), || true);
         }
         assert!(!i.is_ejected(0));
-        i.observe_status(200, 0, &ejection());
+        i.observe_status(200, 0, &ejection(), || true);
         for _ in 0..EJECT_AFTER_5XX - 1 {
-            i.observe_status(500, 0, &ejection());
+            i.observe_status(500, 0, &ejection(), || true);
         }
         assert!(!i.is_ejected(0), "a success in between resets the count");
-        i.observe_status(500, 0, &ejection());
+        i.observe_status(500, 0, &ejection(), || true);
         assert!(i.is_ejected(0));
+    }
+
+    #[test]
+    fn a_spared_instance_forgets_its_failures() {
+        let i = instance();
+        for _ in 0..EJECT_AFTER_5XX - 1 {
+            assert_eq!(
+                i.observe_status(500, 0, &ejection(), || false),
+                Passive::Kept
+            );
+        }
+        assert_eq!(
+            i.observe_status(500, 0, &ejection(), || false),
+            Passive::Spared
+        );
+        assert!(!i.is_ejected(0));
+        // The count started again: it takes a full run of failures to try once more.
+        assert_eq!(
+            i.observe_status(500, 0, &ejection(), || true),
+            Passive::Kept
+        );
+    }
+
+    #[test]
+    fn at_most_max_percent_of_a_service_is_ejected() {
+        let instances: Vec<Arc<Instance>> = (1..=4)
+            .map(|port| {
+                Arc::new(Instance::new(
+                    SocketAddr::from(([127, 0, 0, 1], port)),
+                    "stable",
+                ))
+            })
+            .collect();
+        for i in &instances {
+            i.ready.store(true, std::sync::atomic::Ordering::Release);
+        }
+        let service = ServiceInstances::new("shop", instances.clone());
+        service.publish_ready();
+        assert!(service.ejection_room(0, 50));
+        instances[0].eject(0, &ejection());
+        assert!(service.ejection_room(0, 50), "two of four is 50 %");
+        instances[1].eject(0, &ejection());
+        assert!(!service.ejection_room(0, 50), "a third would be 75 %");
+        // With a 10 % cap one instance may still be ejected, never two.
+        let lone = ServiceInstances::new("lone", instances[2..].to_vec());
+        lone.publish_ready();
+        assert!(lone.ejection_room(0, 10));
+        instances[2].eject(0, &ejection());
+        assert!(!lone.ejection_room(0, 10));
+        // Ejections end: room again.
+        assert!(service.ejection_room(60_000, 50));
     }
 
     #[test]

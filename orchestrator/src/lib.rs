@@ -47,7 +47,8 @@ pub use control_loop::forecast_step::{
 };
 pub use control_loop::{ControlHost, ControlLoop, ControlPlane, HostService, HostState};
 pub use fleet::{
-    Fleet, HealthState, Instance, InstanceId, ReadySet, ServiceInstances, WarmUp, EJECT_AFTER_5XX,
+    Fleet, HealthState, Instance, InstanceId, Passive, ReadySet, ServiceInstances, WarmUp,
+    EJECT_AFTER_5XX,
 };
 pub use health::{check_service, probe, ProbeError, WarmInstance};
 pub use kubernetes::cluster::Cluster;

@@ -66,12 +66,17 @@ impl Orchestrator for Backends {
         self.backend(service).remove_version(service, version).await
     }
 
+    fn check_policy(&self, policy: &forecourt_config::Policy) -> Result<(), OrchestratorError> {
+        self.local.check(local_services(policy))
+    }
+
     fn reconfigure(&self, policy: &forecourt_config::Policy) -> Result<(), OrchestratorError> {
-        let local = self.local.configure(local_services(policy));
+        // All or nothing: Kubernetes follows only when the local backend took the policy.
+        self.local.configure(local_services(policy))?;
         if let Some(kubernetes) = &self.kubernetes {
             kubernetes.reconfigure(policy);
         }
-        local
+        Ok(())
     }
 
     fn updates(&self) -> UnboundedReceiver<Update> {

@@ -361,6 +361,15 @@ impl LocalOrchestrator {
         })
     }
 
+    /// Whether [`Self::configure`] would take these launch specs, changing nothing.
+    pub fn check(&self, services: Vec<LocalService>) -> Result<(), OrchestratorError> {
+        validate_all(services)?;
+        if self.shared.lock().shutting_down {
+            return Err(OrchestratorError::ShuttingDown);
+        }
+        Ok(())
+    }
+
     /// Applies a new set of launch specs (hot reload). New services are announced with an empty
     /// `Reset`; changed specs apply to instances launched (or restarted) from now on; removed
     /// services have every instance removed, drained and stopped in the background. Nothing

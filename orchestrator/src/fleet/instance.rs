@@ -46,6 +46,17 @@ pub struct Instance {
     warm_up: std::sync::atomic::AtomicU8,
 }
 
+/// What a passive observation did to an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Passive {
+    /// Nothing changed, or a failure was counted.
+    Kept,
+    /// The instance was ejected.
+    Ejected,
+    /// It called for an ejection, but the service's cap on ejected instances was reached.
+    Spared,
+}
+
 /// How long a half-open trial request may go unanswered before another may try.
 pub const TRIAL_EXPIRY_MS: u64 = 5_000;
 
@@ -273,14 +284,40 @@ impl Instance {
         self.trial_since_ms.store(0, Ordering::Release);
     }
 
-    /// Records a live response status; repeated 5xx eject the instance.
-    pub fn observe_status(&self, status: u16, now_ms: u64, policy: &Ejection) {
+    /// Ejects the instance after a failure, unless `room` says its service already has as many
+    /// instances out as `ejection.max_percent` allows: then the failure is forgiven (the count
+    /// starts again and a half-open trial ends) so one bad URL cannot empty a service.
+    pub fn eject_within(
+        &self,
+        now_ms: u64,
+        policy: &Ejection,
+        room: impl FnOnce() -> bool,
+    ) -> Passive {
+        if room() {
+            self.eject(now_ms, policy);
+            Passive::Ejected
+        } else {
+            self.consecutive_5xx.store(0, Ordering::Relaxed);
+            self.trial_since_ms.store(0, Ordering::Release);
+            Passive::Spared
+        }
+    }
+
+    /// Records a live response status; repeated 5xx (or a 5xx on the half-open trial) eject the
+    /// instance within the service's cap (see [`Self::eject_within`]).
+    pub fn observe_status(
+        &self,
+        status: u16,
+        now_ms: u64,
+        policy: &Ejection,
+        room: impl FnOnce() -> bool,
+    ) -> Passive {
         if status >= 500 {
             let n = self.consecutive_5xx.fetch_add(1, Ordering::Relaxed) + 1;
             // A failure while half-open (recovering from an ejection) re-opens at once.
             let recovering = self.ejections.load(Ordering::Relaxed) != 0 && !self.is_open(now_ms);
             if n >= EJECT_AFTER_5XX || recovering {
-                self.eject(now_ms, policy);
+                return self.eject_within(now_ms, policy, room);
             }
         } else {
             // Read before writing so the common path does not dirty the cache line.
@@ -293,6 +330,7 @@ impl Instance {
                 self.trial_since_ms.store(0, Ordering::Release);
             }
         }
+        Passive::Kept
     }
 
     /// True while an ejection lasts (the circuit is open).
