@@ -17,8 +17,8 @@ export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-1}"
 
 command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 
-targets=(policy_parse request_classifier)
-declare -A dict=([policy_parse]=dicts/yaml.dict [request_classifier]=dicts/http.dict)
+targets=(policy_parse request_classifier keepalive_header)
+declare -A dict=([policy_parse]=dicts/yaml.dict [request_classifier]=dicts/http.dict [keepalive_header]=dicts/http.dict)
 
 # FUZZ_SANITIZER=none (CI) skips AddressSanitizer: the project has no unsafe code, panics are
 # caught either way, and the instrumented build takes half as long.

@@ -5,7 +5,7 @@
 //! Pingora types: the request path (`ingress::cache`) glues it in.
 //!
 //! ```text
-//!  GET/HEAD ─► CacheKey (path+query, tenant unless shared) ─► ResponseCache::lookup
+//!  GET/HEAD ─► CacheKey (authority+path+query, tenant unless shared) ─► ResponseCache::lookup
 //!                 │ Fresh ──► answer (Age = now − stored)
 //!                 │ Stale ──► revalidate (If-None-Match / If-Modified-Since)
 //!                 │             304 ─► ResponseCache::revalidated ─► answer
@@ -26,9 +26,13 @@ mod tests;
 
 pub use flight::{Flight, Flights, Follower, LeaderGuard, Outcome};
 pub use rules::{
-    storable, CacheRules, NotStored, RequestDirectives, ResponseDirectives, StorePlan,
+    personal_request, storable, CacheRules, NotStored, RequestDirectives, ResponseDirectives,
+    StorePlan,
 };
-pub use store::{CacheKey, CacheStats, CachedResponse, Lookup, ResponseCache, MAX_VARIANTS};
+pub use store::{
+    normalize_authority, push_authority, CacheKey, CacheStats, CachedResponse, Lookup,
+    ResponseCache, MAX_VARIANTS,
+};
 
 use std::sync::atomic::AtomicU64;
 
@@ -71,6 +75,7 @@ pub fn rules(config: &CacheConfig) -> CacheRules {
         shared: config.shared,
         cache_set_cookie: config.cache_set_cookie,
         cache_authorized: config.cache_authorized,
+        cache_cookies: config.cache_cookies,
     }
 }
 
@@ -90,8 +95,8 @@ impl ServiceCache {
         }
     }
 
-    /// The cache key of a request for `path_and_query` by `tenant`.
-    pub fn key(&self, path_and_query: &str, tenant: Option<&str>) -> CacheKey {
-        CacheKey::new(path_and_query, tenant, self.config.shared)
+    /// The cache key of a request to `authority` for `path_and_query` by `tenant`.
+    pub fn key(&self, authority: &[u8], path_and_query: &str, tenant: Option<&str>) -> CacheKey {
+        CacheKey::new(authority, path_and_query, tenant, self.config.shared)
     }
 }

@@ -108,6 +108,12 @@ pub struct ServiceMetrics {
     pub hold_wait: LatencyHistogram,
     /// Requests refused by a limit, by [`Limited`].
     pub limited: [AtomicU64; Limited::ALL.len()],
+    /// Requests refused 400 for their tenant header (sent twice, invalid, badly signed).
+    pub tenant_refused: AtomicU64,
+    /// Passive ejections not made because the service's `ejection.max_percent` was reached.
+    pub ejections_capped: AtomicU64,
+    /// Requests Forecourt sent an instance itself to revalidate a stale cache entry.
+    pub revalidations: AtomicU64,
 }
 
 /// Which limit refused a request.
@@ -156,6 +162,11 @@ impl ServiceMetrics {
         self.limited[i].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a request refused for its tenant header.
+    pub fn count_tenant_refused(&self) {
+        self.tenant_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counters for a service with `classes` tenant classes.
     pub fn new(classes: usize) -> Self {
         Self {
@@ -169,6 +180,9 @@ impl ServiceMetrics {
             held_now: AtomicU64::new(0),
             held: AtomicU64::new(0),
             hold_wait: LatencyHistogram::default(),
+            tenant_refused: AtomicU64::new(0),
+            ejections_capped: AtomicU64::new(0),
+            revalidations: AtomicU64::new(0),
         }
     }
 

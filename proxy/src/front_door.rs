@@ -140,6 +140,14 @@ impl FrontDoor {
                 file.display()
             )]);
         }
+        // Ask the backends first: a policy they refuse must change nothing at all.
+        if let Err(error) = self.control.check_policy(&policy) {
+            let file = self.config.path().unwrap_or_default();
+            return Err(vec![format!(
+                "{}: launch: the local orchestrator refuses the new launch specs: {error}",
+                file.display()
+            )]);
+        }
         let snapshot = Snapshot::new(Arc::new(policy), Some(&old));
         for service in old.fleet.services() {
             if snapshot.fleet.service(&service.name).is_none() {
@@ -165,6 +173,12 @@ impl HeaderLimits for FrontDoor {
             .header_timeouts
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
+
+    fn header_too_large(&self) {
+        self.metrics
+            .rejected
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl ControlHost for FrontDoor {
@@ -182,5 +196,55 @@ impl ControlHost for FrontDoor {
 
     fn retired(&self, service: &str) -> Option<Arc<ServiceInstances>> {
         FrontDoor::retired(self, service)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use forecourt_orchestrator::{Backends, LocalOrchestrator, NoDrain, Orchestrator};
+    use forecourt_predictor::ManualClock;
+
+    fn policy(services: &str) -> Policy {
+        let text = format!(
+            "listeners: {{ proxy: 127.0.0.1:0, admin: 127.0.0.1:0 }}\nservices:\n{services}"
+        );
+        Policy::parse(&text, std::path::Path::new("t.yaml")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_policy_the_backends_refuse_changes_nothing() {
+        let front_door = FrontDoor::new(
+            policy("  - name: shop\n    instances: [{ address: 127.0.0.1:9 }]\n"),
+            Arc::new(ManualClock::new(0)),
+        );
+        // A local backend that is shutting down refuses every new set of launch specs.
+        let local = Arc::new(LocalOrchestrator::new(Vec::new(), Arc::new(NoDrain)).unwrap());
+        local.shutdown().await;
+        let backends: Arc<dyn Orchestrator> = Arc::new(Backends {
+            local,
+            kubernetes: None,
+        });
+        assert!(front_door.control.set_orchestrator(backends));
+        let before = front_door.snapshot();
+        let launched = policy(
+            "  - name: shop\n    instances: [{ address: 127.0.0.1:9 }]\n  - name: api\n    launch: { command: [sleep, '{port}'] }\n    scaling: { min_replicas: 0, max_replicas: 1, capacity: { requests_per_second: 50 } }\n",
+        );
+        let problems = front_door.apply(launched).unwrap_err();
+        assert!(problems[0].contains("launch"), "{problems:?}");
+        // The running snapshot is the same object: no service added, nothing retired.
+        assert!(Arc::ptr_eq(&before, &front_door.snapshot()));
+        assert!(front_door.snapshot().fleet.service("api").is_none());
+        // The refusal was the backend's: without one the same policy applies.
+        let unmanaged = FrontDoor::new(
+            policy("  - name: shop\n    instances: [{ address: 127.0.0.1:9 }]\n"),
+            Arc::new(ManualClock::new(0)),
+        );
+        let launched = policy(
+            "  - name: shop\n    instances: [{ address: 127.0.0.1:9 }]\n  - name: api\n    launch: { command: [sleep, '{port}'] }\n    scaling: { min_replicas: 0, max_replicas: 1, capacity: { requests_per_second: 50 } }\n",
+        );
+        assert!(unmanaged.apply(launched).is_ok());
+        assert!(unmanaged.snapshot().fleet.service("api").is_some());
     }
 }

@@ -2,11 +2,12 @@
 //!
 //! ```text
 //! request_filter        refuse ambiguous framing and oversized requests (4xx, connection closed);
-//!                       classify → service; tenant, flag → version; 404 unrouted; hold, or 503
+//!                       classify → service; tenant (400 when duplicate, invalid or badly
+//!                       signed; ignored from untrusted peers), flag → version; 404 unrouted; hold, or 503
 //!                       when nothing is ready for the request
 //! upstream_peer         pick a confirmed-ready instance (P2C) among the request's candidates (its
 //!                       flagged version's, or the unflagged ones; see versions.rs), count it
-//! upstream_request_filter  X-Forwarded-For/-Proto/-Host
+//! upstream_request_filter  X-Forwarded-For/-Proto/-Host, Forwarded, the believed tenant (forward.rs)
 //! fail_to_connect       eject the instance passively; retry on another one
 //! error_while_proxy     retry idempotent requests when nothing reached the client yet
 //! fail_to_proxy         map the error to a status (503 with Retry-After, 502, 504)
@@ -24,6 +25,7 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
+use crate::classify::metadata::TenantTrusted;
 use crate::classify::routes::ServiceIndex;
 use crate::classify::version;
 use crate::counters::Limited;
@@ -34,18 +36,26 @@ mod admit;
 pub mod balance;
 mod cache;
 mod ctx;
-mod forward;
+pub(crate) mod forward;
 mod hold;
 pub mod refuse;
 
 use balance::pick;
 pub use cache::X_CACHE;
 use ctx::RequestCtx;
-use forward::forwarded_for;
 use refuse::{
     body_too_slow, refuse, respond, BAD_GATEWAY, BODY_TOO_SLOW, GATEWAY_TIMEOUT, NO_READY_INSTANCE,
     NO_ROUTE, OVERLOADED, RATE_LIMITED, TOO_MANY_IN_FLIGHT,
 };
+
+/// The status an upstream failure after connecting counts as for passive health: 504 for a
+/// timeout, 502 otherwise (the answer Forecourt gives for it).
+fn upstream_failure_status(e: &Error) -> u16 {
+    match e.etype() {
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => 504,
+        _ => 502,
+    }
+}
 
 /// The predictor's id of a service: snapshots build the predictor in service order.
 fn service_id(index: ServiceIndex) -> ServiceId {
@@ -114,8 +124,15 @@ impl ProxyHttp for Ingress {
             respond(session, 503, OVERLOADED, Some(1), false).await?;
             return Ok(true);
         }
-        // A body read that brings nothing for the header timeout ends the request.
-        session.set_read_timeout(Some(snapshot.policy.limits.header_timeout));
+        // A body read that brings nothing for the header timeout ends the request; a client that
+        // does not read the answer (slower than min_send_rate, or not for send_timeout) too,
+        // so it cannot hold an instance slot.
+        let limits = &snapshot.policy.limits;
+        session.set_read_timeout(Some(limits.header_timeout));
+        session.set_write_timeout(Some(limits.send_timeout));
+        if limits.min_send_rate > 0 {
+            session.set_min_send_rate(usize::try_from(limits.min_send_rate).ok());
+        }
         let refusal = {
             let req = session.req_header();
             let te = req.headers.contains_key(http::header::TRANSFER_ENCODING);
@@ -150,13 +167,22 @@ impl ProxyHttp for Ingress {
             return Ok(true);
         };
         ctx.service = Some(service);
-        ctx.class = snapshot
-            .metadata
-            .class_of(snapshot.metadata.tenant(&req.headers));
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        match snapshot.metadata.check_tenant(&req.headers, peer) {
+            Ok(trusted) => ctx.tenant_trusted = trusted == TenantTrusted::Yes,
+            Err(error) => {
+                snapshot.services[service].metrics.count_tenant_refused();
+                respond(session, 400, error.body(), None, false).await?;
+                return Ok(true);
+            }
+        }
+        let tenant = ctx.tenant(&snapshot, &session.req_header().headers);
+        ctx.class = snapshot.metadata.class_of(tenant);
         let now = self.clock.now_ms();
-        if let Some(limited) =
-            admit::admit(&session.req_header().headers, &snapshot, service, ctx, now)
-        {
+        if let Some(limited) = admit::admit(tenant, &snapshot, service, ctx, now) {
             snapshot.services[service].metrics.count_limited(limited.0);
             let body = match limited.0 {
                 Limited::TenantRate | Limited::ServiceRate => RATE_LIMITED,
@@ -171,21 +197,14 @@ impl ProxyHttp for Ingress {
         }
         // The cache holds answers of the unflagged instances: flagged requests skip it.
         if ctx.version.is_none()
-            && cache::serve_from_cache(
-                session,
-                &snapshot,
-                service,
-                &ctx.tried,
-                &mut ctx.fill,
-                self.clock.as_ref(),
-            )
-            .await?
+            && cache::serve_from_cache(session, &snapshot, service, ctx, self.clock.as_ref())
+                .await?
         {
             return Ok(true);
         }
         // Every request that needs an instance is demand, whether or not one is ready for it.
         // (Answers from the cache are not: they cost the service nothing.)
-        let tenant = snapshot.metadata.tenant(&session.req_header().headers);
+        let tenant = ctx.tenant(&snapshot, &session.req_header().headers);
         let now = self.clock.now_ms();
         let id = service_id(service);
         snapshot.predictor.record_arrival(id, tenant, now);
@@ -285,24 +304,23 @@ impl ProxyHttp for Ingress {
         &self,
         session: &mut Session,
         upstream: &mut RequestHeader,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
-            let prior = upstream.headers.get("x-forwarded-for");
-            if let Some(value) = forwarded_for(prior, addr.ip()) {
-                upstream.insert_header("x-forwarded-for", value)?;
-            }
-        }
-        upstream.insert_header("x-forwarded-proto", "http")?;
-        if let Some(host) = session
-            .req_header()
-            .headers
-            .get(http::header::HOST)
-            .cloned()
-        {
-            upstream.insert_header("x-forwarded-host", host)?;
-        }
-        Ok(())
+        let Some(snapshot) = &ctx.snapshot else {
+            return Ok(());
+        };
+        let request = &session.req_header().headers;
+        let edits = forward::forwarding(&forward::Forwarded {
+            request,
+            client: session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip()),
+            tenant_header: snapshot.metadata.tenant_header(),
+            tenant: ctx.tenant(snapshot, request),
+            host: None,
+        });
+        forward::apply(upstream, edits)
     }
 
     fn fail_to_connect(
@@ -312,13 +330,7 @@ impl ProxyHttp for Ingress {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        let now = self.clock.now_ms();
-        if let Some(instance) = ctx.instance.take() {
-            instance.finish_request();
-            if let Some(service) = ctx.service() {
-                instance.eject(now, &service.config.ejection);
-            }
-        }
+        ctx.connect_failed(self.clock.now_ms());
         if let Some(service) = ctx.service() {
             service
                 .metrics
@@ -345,7 +357,13 @@ impl ProxyHttp for Ingress {
             && session.response_written().is_none();
         let retry = safe && ctx.tried.count() <= retries;
         if retry {
-            ctx.release(None, self.clock.now_ms());
+            // A failure after connecting is the instance's (a reset, a timeout, a broken
+            // answer) unless the client's side broke.
+            let failed = match e.esource() {
+                ErrorSource::Upstream => Some(upstream_failure_status(&e)),
+                _ => None,
+            };
+            ctx.release(failed, self.clock.now_ms());
         }
         e.set_retry(retry);
         e
@@ -429,10 +447,21 @@ impl ProxyHttp for Ingress {
         Ok(None)
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let now = self.clock.now_ms();
-        ctx.release(Some(status), now);
+        // What the instance's attempt says about it: nothing when the client broke the exchange
+        // (it left before the answer, or trickled its body), else the answer it got.
+        let client_side = e.is_some_and(|e| e.esource() == &ErrorSource::Downstream)
+            || status == 408
+            || status == 0;
+        let upstream_failed = e.filter(|e| e.esource() == &ErrorSource::Upstream);
+        let observed = match upstream_failed {
+            Some(e) if status == 0 => Some(upstream_failure_status(e)),
+            _ if client_side => None,
+            _ => Some(status),
+        };
+        ctx.release(observed, now);
         if let (Some(snapshot), Some(index), Some(arrived)) =
             (&ctx.snapshot, ctx.service, ctx.arrived_ms)
         {

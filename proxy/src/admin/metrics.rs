@@ -507,6 +507,21 @@ pub fn render_requests(
             "Requests that waited for a ready instance.",
             |m: &ServiceMetrics| m.held.load(Ordering::Relaxed),
         ),
+        (
+            "forecourt_tenant_refused_total",
+            "Requests refused 400 for their tenant header (sent twice, invalid or badly signed).",
+            |m: &ServiceMetrics| m.tenant_refused.load(Ordering::Relaxed),
+        ),
+        (
+            "forecourt_ejections_capped_total",
+            "Passive ejections not made because ejection.max_percent of the instances were out.",
+            |m: &ServiceMetrics| m.ejections_capped.load(Ordering::Relaxed),
+        ),
+        (
+            "forecourt_cache_revalidations_total",
+            "Requests Forecourt sent an instance to revalidate a stale cache entry.",
+            |m: &ServiceMetrics| m.revalidations.load(Ordering::Relaxed),
+        ),
     ] {
         let samples = services.iter().map(|(name, m)| (*name, get(m)));
         write_per_service(out, metric, "counter", help, samples);

@@ -26,6 +26,8 @@ pub struct CacheRules {
     pub cache_set_cookie: bool,
     /// Store responses to requests with `Authorization`.
     pub cache_authorized: bool,
+    /// Store responses to requests with `Cookie`.
+    pub cache_cookies: bool,
 }
 
 /// The largest delta-seconds a cache must represent (RFC 9111 §1.2.2); larger values clamp to it.
@@ -58,10 +60,9 @@ pub struct ResponseDirectives {
     pub no_cache: bool,
     /// `private` (qualified or not): for one user only, never stored by this shared cache.
     pub private: bool,
-    /// `public`: storable even for a request with `Authorization`.
+    /// `public`: storable even for a request with `Authorization` or `Cookie`.
     pub public: bool,
-    /// `must-revalidate`: never served stale (this cache never does), and storable with
-    /// `Authorization`.
+    /// `must-revalidate`: never served stale (this cache never does).
     pub must_revalidate: bool,
 }
 
@@ -82,6 +83,8 @@ pub enum NotStored {
     SetCookie,
     /// The request carried `Authorization` and neither the service nor the response allows it.
     Authorization,
+    /// The request carried `Cookie` and neither the service nor the response allows it.
+    Cookie,
     /// The response varies on everything (`Vary: *`).
     VaryAll,
     /// The response's `Vary` is not a list of header names.
@@ -163,6 +166,25 @@ impl ResponseDirectives {
     }
 }
 
+impl ResponseDirectives {
+    /// The response says it may be given to everyone: `public` or `s-maxage`.
+    pub fn is_shared(&self) -> bool {
+        self.public || self.s_maxage.is_some()
+    }
+}
+
+/// Why a request's answer is personal unless the response says otherwise: it carries
+/// `Authorization` or `Cookie` and the service did not opt in to caching those.
+pub fn personal_request(req_headers: &HeaderMap, rules: &CacheRules) -> Option<NotStored> {
+    if !rules.cache_authorized && req_headers.contains_key(header::AUTHORIZATION) {
+        return Some(NotStored::Authorization);
+    }
+    if !rules.cache_cookies && req_headers.contains_key(header::COOKIE) {
+        return Some(NotStored::Cookie);
+    }
+    None
+}
+
 // === impl NotStored ===
 
 impl NotStored {
@@ -176,6 +198,7 @@ impl NotStored {
             Self::Private => "private",
             Self::SetCookie => "set_cookie",
             Self::Authorization => "authorization",
+            Self::Cookie => "cookie",
             Self::VaryAll => "vary_all",
             Self::BadVary => "bad_vary",
             Self::NoFreshness => "no_freshness",
@@ -193,10 +216,11 @@ impl std::fmt::Display for NotStored {
 /// Decides whether a response may be stored and, if so, for how long it is fresh.
 ///
 /// Only GET; only statuses 200, 203, 204, 300, 301, 404, 410; never `no-store` (either side),
-/// `private`, `Vary: *`, `Set-Cookie` (unless `rules.cache_set_cookie`) or a request with
-/// `Authorization` (unless `rules.cache_authorized`, or the response says `public`, `s-maxage`
-/// or `must-revalidate`, RFC 9111 §3.5). Freshness: `s-maxage`, else `max-age`, else `Expires`
-/// minus `Date`, else `rules.default_ttl`; capped at `rules.max_ttl`, minus the response's `Age`.
+/// `private`, `Vary: *`, `Set-Cookie` (unless `rules.cache_set_cookie`); never a response to a
+/// request with `Authorization` or `Cookie` (a personal answer) unless the response says
+/// `public` or `s-maxage` or the service opts in (`rules.cache_authorized`,
+/// `rules.cache_cookies`) — Varnish's safe default, stricter than RFC 9111 §3.5.
+/// Freshness: `s-maxage`, else `max-age`, else `Expires` minus `Date`, else `rules.default_ttl`; capped at `rules.max_ttl`, minus the response's `Age`.
 /// A response fresh for no time (or `no-cache`) is stored only with a validator (ETag or
 /// Last-Modified) to revalidate it with.
 pub fn storable(
@@ -224,12 +248,10 @@ pub fn storable(
         return Err(NotStored::Private);
     }
     let vary = vary_names(resp_headers)?;
-    let authorized_ok = rules.cache_authorized
-        || directives.public
-        || directives.s_maxage.is_some()
-        || directives.must_revalidate;
-    if req_headers.contains_key(header::AUTHORIZATION) && !authorized_ok {
-        return Err(NotStored::Authorization);
+    if let Some(personal) = personal_request(req_headers, rules) {
+        if !directives.is_shared() {
+            return Err(personal);
+        }
     }
     if resp_headers.contains_key(header::SET_COOKIE) && !rules.cache_set_cookie {
         return Err(NotStored::SetCookie);
@@ -440,6 +462,7 @@ mod tests {
             shared: false,
             cache_set_cookie: false,
             cache_authorized: false,
+            cache_cookies: false,
         }
     }
 
@@ -768,18 +791,41 @@ mod tests {
         );
         assert!(plan(&auth, 200, &[("cache-control", "public, max-age=60")]).is_ok());
         assert!(plan(&auth, 200, &[("cache-control", "s-maxage=60")]).is_ok());
-        assert!(plan(
-            &auth,
-            200,
-            &[("cache-control", "must-revalidate, max-age=60")]
-        )
-        .is_ok());
+        // Stricter than RFC 9111 §3.5: must-revalidate alone does not make it shared.
+        assert_eq!(
+            plan(
+                &auth,
+                200,
+                &[("cache-control", "must-revalidate, max-age=60")]
+            ),
+            Err(NotStored::Authorization)
+        );
         let allowed = CacheRules {
             cache_authorized: true,
             ..rules()
         };
         let h = HeaderMap::new();
         assert!(storable(&Method::GET, &headers(&auth), 200, &h, &allowed, NOW).is_ok());
+    }
+
+    #[test]
+    fn cookie_requests_need_permission_or_public() {
+        let cookie = [("cookie", "session=alice")];
+        // No Cache-Control at all: the default TTL must not make a personal page shared.
+        assert_eq!(plan(&cookie, 200, &[]), Err(NotStored::Cookie));
+        assert_eq!(
+            plan(&cookie, 200, &[("cache-control", "max-age=60")]),
+            Err(NotStored::Cookie)
+        );
+        assert!(plan(&cookie, 200, &[("cache-control", "public, max-age=60")]).is_ok());
+        assert!(plan(&cookie, 200, &[("cache-control", "s-maxage=60")]).is_ok());
+        let allowed = CacheRules {
+            cache_cookies: true,
+            ..rules()
+        };
+        let h = HeaderMap::new();
+        assert!(storable(&Method::GET, &headers(&cookie), 200, &h, &allowed, NOW).is_ok());
+        assert_eq!(NotStored::Cookie.as_str(), "cookie");
     }
 
     #[test]

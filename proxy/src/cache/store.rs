@@ -56,13 +56,15 @@ const REFRESHED_BY_304: [HeaderName; 5] = [
     header::LAST_MODIFIED,
 ];
 
-/// Where a request's response is stored: its path and query, and its tenant unless the service's
-/// cache is shared. GET and HEAD share a key; the service is implicit (one cache per service).
+/// Where a request's response is stored: its normalized authority (host and port), its path and
+/// query, and its tenant unless the service's cache is shared. GET and HEAD share a key; the
+/// service is implicit (one cache per service).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheKey {
     hash: u64,
-    /// The path and query, then the tenant: one allocation for both.
+    /// The authority, the path and query, then the tenant: one allocation for all three.
     text: Arc<str>,
+    authority_len: usize,
     path_len: usize,
     has_tenant: bool,
 }
@@ -144,37 +146,79 @@ struct Variant {
 // === impl CacheKey ===
 
 impl CacheKey {
-    /// The key of a request for `path_and_query` by `tenant`; `shared` ignores the tenant.
-    pub fn new(path_and_query: &str, tenant: Option<&str>, shared: bool) -> Self {
+    /// The key of a request to `authority` (the `Host`, normalized here) for `path_and_query`
+    /// by `tenant`; `shared` ignores the tenant.
+    pub fn new(authority: &[u8], path_and_query: &str, tenant: Option<&str>, shared: bool) -> Self {
         let tenant = if shared { None } else { tenant };
-        let mut text = String::with_capacity(path_and_query.len() + tenant.map_or(0, str::len));
+        let mut text = String::with_capacity(
+            authority.len() + path_and_query.len() + tenant.map_or(0, str::len),
+        );
+        push_authority(&mut text, authority);
+        let authority_len = text.len();
         text.push_str(path_and_query);
         text.push_str(tenant.unwrap_or(""));
         let hash =
             ahash::RandomState::with_seeds(KEY_SEEDS[0], KEY_SEEDS[1], KEY_SEEDS[2], KEY_SEEDS[3])
-                .hash_one((path_and_query, tenant));
+                .hash_one((&text[..authority_len], path_and_query, tenant));
         Self {
             hash,
             text: Arc::from(text),
+            authority_len,
             path_len: path_and_query.len(),
             has_tenant: tenant.is_some(),
         }
     }
 
-    /// The key's 64-bit hash: the same for the same path and tenant (for coalescing).
+    /// The key's 64-bit hash: the same for the same authority, path and tenant (for coalescing).
     pub fn hash(&self) -> u64 {
         self.hash
     }
 
+    /// The request's authority, normalized (lowercase, no trailing dot, no default port).
+    pub fn authority(&self) -> &str {
+        self.text.get(..self.authority_len).unwrap_or_default()
+    }
+
     /// The request's path and query.
     pub fn path(&self) -> &str {
-        self.text.get(..self.path_len).unwrap_or_default()
+        let end = self.authority_len + self.path_len;
+        self.text.get(self.authority_len..end).unwrap_or_default()
     }
 
     /// The tenant, unless the cache is shared or the request had none.
     pub fn tenant(&self) -> Option<&str> {
+        let start = self.authority_len + self.path_len;
         self.has_tenant
-            .then(|| self.text.get(self.path_len..).unwrap_or_default())
+            .then(|| self.text.get(start..).unwrap_or_default())
+    }
+}
+
+/// Appends the normalized form of a request's authority (see [`normalize_authority`]).
+pub fn push_authority(text: &mut String, authority: &[u8]) {
+    normalize_authority(authority, |b| text.push(char::from(b)));
+}
+
+/// Writes the normalized form of a request's authority, byte by byte (ASCII only): lowercase,
+/// without the default port `:80` and without a trailing dot on the host name, so
+/// `Shop.Example.:80` and `shop.example` share entries while `evil.example` never does. Bytes
+/// that are not visible ASCII (and `%`) are written `%XX`, so different raw values never
+/// normalize to the same text. Allocates nothing.
+pub fn normalize_authority(authority: &[u8], mut out: impl FnMut(u8)) {
+    let authority = authority.trim_ascii();
+    let authority = authority.strip_suffix(b":80").unwrap_or(authority);
+    let authority = match authority.strip_suffix(b".") {
+        Some(host) if !host.is_empty() => host,
+        _ => authority,
+    };
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in authority {
+        if b.is_ascii_graphic() && b != b'%' {
+            out(b.to_ascii_lowercase());
+        } else {
+            out(b'%');
+            out(HEX[usize::from(b >> 4)]);
+            out(HEX[usize::from(b & 15)]);
+        }
     }
 }
 
@@ -643,9 +687,10 @@ mod tests {
             shared: false,
             cache_set_cookie: false,
             cache_authorized: false,
+            cache_cookies: false,
         });
-        let real = CacheKey::new("/real", None, false);
-        let mut forged = CacheKey::new("/forged", None, false);
+        let real = CacheKey::new(b"shop.test", "/real", None, false);
+        let mut forged = CacheKey::new(b"shop.test", "/forged", None, false);
         forged.hash = real.hash;
         let none = HeaderMap::new();
         let plan = cache.plan(&Method::GET, &none, 200, &none, 0).unwrap();

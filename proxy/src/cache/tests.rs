@@ -22,6 +22,7 @@ fn rules() -> CacheRules {
         shared: false,
         cache_set_cookie: false,
         cache_authorized: false,
+        cache_cookies: false,
     }
 }
 
@@ -38,7 +39,7 @@ pub(super) fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
 }
 
 fn key(path: &str) -> CacheKey {
-    CacheKey::new(path, None, false)
+    CacheKey::new(b"shop.test", path, None, false)
 }
 
 /// Plans and stores a 200 with `body` for a GET with `req` headers; true when stored.
@@ -474,9 +475,9 @@ fn vary_star_is_not_stored() {
 #[test]
 fn tenants_are_isolated_unless_shared() {
     let cache = ResponseCache::new(rules());
-    let acme = CacheKey::new("/t?q=1", Some("acme"), false);
-    let globex = CacheKey::new("/t?q=1", Some("globex"), false);
-    let nobody = CacheKey::new("/t?q=1", None, false);
+    let acme = CacheKey::new(b"shop.test", "/t?q=1", Some("acme"), false);
+    let globex = CacheKey::new(b"shop.test", "/t?q=1", Some("globex"), false);
+    let nobody = CacheKey::new(b"shop.test", "/t?q=1", None, false);
     assert_ne!(acme, globex);
     assert_ne!(acme.hash(), globex.hash());
     assert_ne!(acme, nobody);
@@ -488,8 +489,8 @@ fn tenants_are_isolated_unless_shared() {
     assert_eq!(acme.tenant(), Some("acme"));
     assert_eq!(nobody.tenant(), None);
 
-    let shared_a = CacheKey::new("/t?q=1", Some("acme"), true);
-    let shared_b = CacheKey::new("/t?q=1", Some("globex"), true);
+    let shared_a = CacheKey::new(b"shop.test", "/t?q=1", Some("acme"), true);
+    let shared_b = CacheKey::new(b"shop.test", "/t?q=1", Some("globex"), true);
     assert_eq!(shared_a, shared_b);
     assert_eq!(shared_a.hash(), shared_b.hash());
     assert_eq!(shared_a.tenant(), None);
@@ -508,24 +509,58 @@ fn tenants_are_isolated_unless_shared() {
 fn keys_are_deterministic_and_unambiguous() {
     assert_eq!(key("/x").hash(), key("/x").hash());
     assert_eq!(key("/x"), key("/x"));
-    let a = CacheKey::new("/ab", Some("c"), false);
-    let b = CacheKey::new("/a", Some("bc"), false);
+    let a = CacheKey::new(b"shop.test", "/ab", Some("c"), false);
+    let b = CacheKey::new(b"shop.test", "/a", Some("bc"), false);
     assert_ne!(a, b, "path and tenant never run together");
     assert_eq!((b.path(), b.tenant()), ("/a", Some("bc")));
     assert_ne!(
-        CacheKey::new("/a", Some(""), false),
-        CacheKey::new("/a", None, false)
+        CacheKey::new(b"shop.test", "/a", Some(""), false),
+        CacheKey::new(b"shop.test", "/a", None, false)
     );
     assert_ne!(key("/a?x=1"), key("/a?x=2"));
 }
 
 #[test]
+fn keys_hold_the_normalized_authority() {
+    let key = |authority: &[u8]| CacheKey::new(authority, "/r", None, true);
+    let shop = key(b"shop.example");
+    assert_eq!((shop.authority(), shop.path()), ("shop.example", "/r"));
+    for same in [
+        &b"SHOP.Example"[..],
+        b"shop.example.",
+        b"shop.example:80",
+        b" shop.example ",
+    ] {
+        assert_eq!(key(same), shop, "{:?}", String::from_utf8_lossy(same));
+        assert_eq!(key(same).hash(), shop.hash());
+    }
+    for other in [
+        &b"evil.example"[..],
+        b"shop.example:8080",
+        b"",
+        b"shop.example%2e",
+    ] {
+        assert_ne!(key(other), shop, "{:?}", String::from_utf8_lossy(other));
+    }
+    // Raw bytes are escaped, never confused with what they look like.
+    assert_ne!(key(b"a\xffb"), key(b"a%FFb"));
+    assert_eq!(key(b"a\xffb").authority(), "a%FFb");
+    assert_eq!(key(b"[::1]:80").authority(), "[::1]");
+    // The authority, path and tenant never run together.
+    let a = CacheKey::new(b"h", "/x", Some("t"), false);
+    assert_eq!(
+        (a.authority(), a.path(), a.tenant()),
+        ("h", "/x", Some("t"))
+    );
+}
+
+#[test]
 fn head_shares_the_get_key_and_is_never_stored() {
     let cache = ResponseCache::new(rules());
-    let get = CacheKey::new("/h", Some("t"), false);
+    let get = CacheKey::new(b"shop.test", "/h", Some("t"), false);
     assert!(put(&cache, &get, &[], &[], "body", NOW));
     // A HEAD builds the same key and finds the GET's response.
-    let head = CacheKey::new("/h", Some("t"), false);
+    let head = CacheKey::new(b"shop.test", "/h", Some("t"), false);
     assert_eq!(state(&cache, &head, &[], NOW), "fresh");
     assert_eq!(
         cache.plan(

@@ -1,8 +1,15 @@
 //! Request metadata: which tenant sent a request, which feature flag it carries, and the tenant
 //! class it is counted under. Compiled from the policy once; lookups borrow from the request.
+//!
+//! The tenant header is identity, so it is checked before anything keys on it: two header lines
+//! or a value that is not visible ASCII (or that holds a comma, a list) is refused, never read
+//! one way here and another way by the service; and with `metadata.tenant_trust` it is believed
+//! only from listed peers or with a valid HMAC-SHA256 signature.
+
+use std::net::IpAddr;
 
 use ahash::AHashMap;
-use forecourt_config::Metadata;
+use forecourt_config::{Metadata, TenantTrust};
 
 /// Index of a tenant class in [`MetadataRules::classes`].
 pub type TenantClass = usize;
@@ -19,6 +26,83 @@ pub struct MetadataRules {
     tenant_class: AHashMap<Box<str>, TenantClass>,
     default_class: TenantClass,
     classes: Vec<Box<str>>,
+    trust: Option<CompiledTrust>,
+}
+
+/// `metadata.tenant_trust`, ready for the request path.
+#[derive(Debug)]
+struct CompiledTrust {
+    peers: Vec<forecourt_config::PeerNetwork>,
+    signature: Option<(http::HeaderName, ring::hmac::Key)>,
+}
+
+/// Longest tenant value accepted, in bytes.
+pub const MAX_TENANT_BYTES: usize = 256;
+
+/// Why a request's tenant header was refused (answered 400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TenantError {
+    /// The header was sent more than once.
+    Duplicate,
+    /// The value is not visible ASCII, holds a comma, or is too long.
+    Invalid,
+    /// A signature was sent and does not verify.
+    BadSignature,
+}
+
+/// Whether the tenant header of a request is believed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TenantTrusted {
+    /// Believed: the request is keyed, limited and forwarded under it.
+    Yes,
+    /// Not believed (an untrusted peer without a signature): the request is anonymous and the
+    /// header is not forwarded.
+    No,
+}
+
+// === impl TenantError ===
+
+impl TenantError {
+    /// The JSON body of the 400 answer.
+    pub fn body(self) -> &'static [u8] {
+        match self {
+            Self::Duplicate => br#"{"error":"the tenant header was sent more than once"}"#,
+            Self::Invalid => br#"{"error":"the tenant header's value is not a valid tenant"}"#,
+            Self::BadSignature => br#"{"error":"the tenant signature does not verify"}"#,
+        }
+    }
+
+    /// The reason as a short label, for metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Duplicate => "duplicate",
+            Self::Invalid => "invalid",
+            Self::BadSignature => "bad_signature",
+        }
+    }
+}
+
+/// Whether `value` (already trimmed) is a tenant Forecourt accepts: visible ASCII without commas,
+/// at most [`MAX_TENANT_BYTES`].
+fn valid_tenant(value: &[u8]) -> bool {
+    value.len() <= MAX_TENANT_BYTES && value.iter().all(|&b| b.is_ascii_graphic() && b != b',')
+}
+
+/// Decodes lowercase or uppercase hex into `out`; `None` unless `hex` is exactly its length.
+fn decode_hex<'o>(hex: &[u8], out: &'o mut [u8; 32]) -> Option<&'o [u8]> {
+    if hex.len() != 64 {
+        return None;
+    }
+    let digit = |b: u8| match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    };
+    for (i, pair) in hex.chunks_exact(2).enumerate() {
+        out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
+    }
+    Some(&out[..])
 }
 
 // === impl MetadataRules ===
@@ -55,6 +139,50 @@ impl MetadataRules {
             tenant_class,
             default_class,
             classes,
+            trust: metadata.tenant_trust.as_ref().map(compile_trust),
+        }
+    }
+
+    /// Checks the tenant header of a request from `peer`: refused when sent twice, invalid, or
+    /// with a signature that does not verify; otherwise whether it is believed. Call it before
+    /// [`Self::tenant`], whose answer holds only for requests that passed. No allocation.
+    pub fn check_tenant(
+        &self,
+        headers: &http::HeaderMap,
+        peer: Option<IpAddr>,
+    ) -> Result<TenantTrusted, TenantError> {
+        let mut values = headers.get_all(&self.tenant_header).iter();
+        let Some(value) = values.next() else {
+            return Ok(TenantTrusted::Yes);
+        };
+        if values.next().is_some() {
+            return Err(TenantError::Duplicate);
+        }
+        let tenant = value.as_bytes().trim_ascii();
+        if !valid_tenant(tenant) {
+            return Err(TenantError::Invalid);
+        }
+        let Some(trust) = &self.trust else {
+            return Ok(TenantTrusted::Yes);
+        };
+        if tenant.is_empty() || peer.is_some_and(|ip| trust.peers.iter().any(|n| n.contains(ip))) {
+            return Ok(TenantTrusted::Yes);
+        }
+        let Some((header, key)) = &trust.signature else {
+            return Ok(TenantTrusted::No);
+        };
+        let mut signatures = headers.get_all(header).iter();
+        let Some(signature) = signatures.next() else {
+            return Ok(TenantTrusted::No);
+        };
+        let mut tag = [0u8; 32];
+        let verified = signatures.next().is_none()
+            && decode_hex(signature.as_bytes().trim_ascii(), &mut tag)
+                .is_some_and(|tag| ring::hmac::verify(key, tenant, tag).is_ok());
+        if verified {
+            Ok(TenantTrusted::Yes)
+        } else {
+            Err(TenantError::BadSignature)
         }
     }
 
@@ -63,7 +191,8 @@ impl MetadataRules {
         &self.tenant_header
     }
 
-    /// The tenant named by the request, if any (empty values count as none).
+    /// The tenant named by the request, if any (empty values count as none). Only for a request
+    /// whose header [`Self::check_tenant`] accepted and believed.
     pub fn tenant<'r>(&self, headers: &'r http::HeaderMap) -> Option<&'r str> {
         headers
             .get(&self.tenant_header)
@@ -107,6 +236,17 @@ impl MetadataRules {
     }
 }
 
+/// The request path's form of `metadata.tenant_trust`.
+fn compile_trust(trust: &TenantTrust) -> CompiledTrust {
+    CompiledTrust {
+        peers: trust.peers.clone(),
+        signature: trust.signature.as_ref().and_then(|(header, key)| {
+            let header = http::HeaderName::from_bytes(header.as_bytes()).ok()?;
+            Some((header, ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key)))
+        }),
+    }
+}
+
 /// The value of cookie `name` in one `Cookie` header value.
 fn cookie_value<'v>(header: &'v [u8], name: &[u8]) -> Option<&'v [u8]> {
     header.split(|&b| b == b';').find_map(|pair| {
@@ -129,7 +269,130 @@ mod tests {
             flag_cookie: Some("ff".into()),
             tenant_classes: vec![("premium".into(), vec!["acme".into()])],
             default_tenant_class: "standard".into(),
+            tenant_trust: None,
         })
+    }
+
+    fn trusting(peers: &[&str], key: Option<&[u8]>) -> MetadataRules {
+        MetadataRules::new(&Metadata {
+            tenant_header: "x-tenant-id".into(),
+            flag_header: None,
+            flag_cookie: None,
+            tenant_classes: Vec::new(),
+            default_tenant_class: "standard".into(),
+            tenant_trust: Some(TenantTrust {
+                peers: peers
+                    .iter()
+                    .filter_map(|p| forecourt_config::PeerNetwork::parse(p))
+                    .collect(),
+                signature: key.map(|k| ("x-tenant-signature".into(), k.to_vec())),
+            }),
+        })
+    }
+
+    fn raw(pairs: &[(&'static str, &[u8])]) -> http::HeaderMap {
+        let mut map = http::HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(*k, http::HeaderValue::from_bytes(v).expect("value"));
+        }
+        map
+    }
+
+    #[test]
+    fn duplicate_or_invalid_tenants_are_refused() {
+        let r = rules();
+        let ok = |h: &http::HeaderMap| r.check_tenant(h, None);
+        assert_eq!(
+            ok(&headers(&[("x-tenant-id", "acme")])),
+            Ok(TenantTrusted::Yes)
+        );
+        assert_eq!(ok(&headers(&[])), Ok(TenantTrusted::Yes));
+        assert_eq!(
+            ok(&headers(&[
+                ("x-tenant-id", "acme"),
+                ("x-tenant-id", "globex")
+            ])),
+            Err(TenantError::Duplicate)
+        );
+        // Even the same value twice: a second line is a second opinion.
+        assert_eq!(
+            ok(&headers(&[
+                ("x-tenant-id", "acme"),
+                ("x-tenant-id", "acme")
+            ])),
+            Err(TenantError::Duplicate)
+        );
+        for bad in [&b"caf\xe9"[..], b"acme, globex", b"a b", b"a\tb"] {
+            assert_eq!(
+                ok(&raw(&[("x-tenant-id", bad)])),
+                Err(TenantError::Invalid),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let long = vec![b'a'; MAX_TENANT_BYTES + 1];
+        assert_eq!(
+            ok(&raw(&[("x-tenant-id", &long)])),
+            Err(TenantError::Invalid)
+        );
+        assert_eq!(
+            ok(&headers(&[("x-tenant-id", " acme ")])),
+            Ok(TenantTrusted::Yes)
+        );
+    }
+
+    #[test]
+    fn tenants_are_believed_from_listed_peers_or_when_signed() {
+        let key = b"0123456789abcdef-secret";
+        let r = trusting(&["10.0.0.0/8", "::1"], Some(key));
+        let acme = headers(&[("x-tenant-id", "acme")]);
+        let ip = |s: &str| Some(s.parse::<IpAddr>().expect("ip"));
+        assert_eq!(
+            r.check_tenant(&acme, ip("10.1.2.3")),
+            Ok(TenantTrusted::Yes)
+        );
+        assert_eq!(r.check_tenant(&acme, ip("::1")), Ok(TenantTrusted::Yes));
+        assert_eq!(
+            r.check_tenant(&acme, ip("::ffff:10.9.9.9")),
+            Ok(TenantTrusted::Yes)
+        );
+        assert_eq!(
+            r.check_tenant(&acme, ip("192.0.2.1")),
+            Ok(TenantTrusted::No)
+        );
+        assert_eq!(r.check_tenant(&acme, None), Ok(TenantTrusted::No));
+        // Signed: believed from anywhere.
+        let tag = ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key), b"acme");
+        let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        let mut signed = acme.clone();
+        signed.insert("x-tenant-signature", hex.parse().expect("hex"));
+        assert_eq!(
+            r.check_tenant(&signed, ip("192.0.2.1")),
+            Ok(TenantTrusted::Yes)
+        );
+        // A signature for another tenant, a truncated one or junk: refused.
+        let mut other = headers(&[("x-tenant-id", "globex")]);
+        other.insert("x-tenant-signature", hex.parse().expect("hex"));
+        assert_eq!(
+            r.check_tenant(&other, ip("192.0.2.1")),
+            Err(TenantError::BadSignature)
+        );
+        let mut junk = acme.clone();
+        junk.insert("x-tenant-signature", hex[..10].parse().expect("hex"));
+        assert_eq!(
+            r.check_tenant(&junk, ip("192.0.2.1")),
+            Err(TenantError::BadSignature)
+        );
+        // Peers only: an unsigned request from elsewhere is anonymous, not refused.
+        let peers_only = trusting(&["127.0.0.1"], None);
+        assert_eq!(
+            peers_only.check_tenant(&acme, ip("127.0.0.2")),
+            Ok(TenantTrusted::No)
+        );
+        assert_eq!(
+            peers_only.check_tenant(&acme, ip("127.0.0.1")),
+            Ok(TenantTrusted::Yes)
+        );
     }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> http::HeaderMap {

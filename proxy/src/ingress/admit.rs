@@ -11,7 +11,7 @@ use crate::snapshot::Snapshot;
 /// Admits a routed request under its tenant's and its service's limits, keeping its
 /// permits in `ctx`; or says which limit refused it and the `Retry-After` seconds.
 pub(super) fn admit(
-    headers: &http::HeaderMap,
+    tenant: Option<&str>,
     snapshot: &Snapshot,
     service: ServiceIndex,
     ctx: &mut RequestCtx,
@@ -29,7 +29,7 @@ pub(super) fn admit(
         .copied()
         .unwrap_or(TenantLimit::UNLIMITED);
     if limit.rate.is_some() || limit.concurrency.is_some() {
-        let tenant = snapshot.metadata.tenant(headers).unwrap_or("");
+        let tenant = tenant.unwrap_or("");
         match admission.tenants.admit_owned(tenant, &limit, now) {
             Ok(permit) => ctx.tenant_permit = Some(permit),
             Err(admission::Refusal::Rate(retry)) => {

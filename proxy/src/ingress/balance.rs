@@ -207,6 +207,7 @@ mod tests {
         let policy = forecourt_config::Ejection {
             base: Duration::from_secs(5),
             max: Duration::from_secs(60),
+            max_percent: 50,
         };
         let mut tried = Tried::default();
         tried.add(three[0].id);

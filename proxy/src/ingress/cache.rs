@@ -1,9 +1,14 @@
 //! The response cache on the request path: what a cached service does with a GET or HEAD.
 //!
 //! ```text
-//! request_filter   key (path+query, tenant unless shared) → hot keys
+//! request_filter   key (authority+path+query, tenant unless shared) → hot keys
+//!                  personal (Cookie/Authorization, no opt-in) → only entries marked public or
+//!                           s-maxage answer it; otherwise it is fetched alone, stored only if
+//!                           its response says public or s-maxage
 //!                  fresh  → answer from the cache (X-Cache: HIT), no instance needed
-//!                  stale  → revalidate on a ready instance (If-None-Match / If-Modified-Since):
+//!                  stale  → one request per key revalidates on a ready instance (picked,
+//!                           counted and judged like a proxied request, same forwarding headers
+//!                           and Host), the others wait for it:
 //!                           304 → refresh and answer from the cache; 200 → store and answer
 //!                  miss   → first request leads the fill; concurrent ones wait for it
 //!                           (coalescing) and are answered from the cache when it is stored
@@ -26,11 +31,12 @@ use pingora::Result;
 
 use forecourt_predictor::Clock;
 
-use super::balance::{pick, Tried};
-use super::forward::path_of;
+use super::balance::pick;
+use super::ctx::RequestCtx;
+use super::forward::{self, authority_of, path_of};
 use crate::cache::{
-    CacheKey, CachedResponse, Flight, LeaderGuard, Lookup, Outcome, RequestDirectives,
-    ServiceCache, StorePlan,
+    personal_request, CacheKey, CachedResponse, Flight, LeaderGuard, Lookup, Outcome,
+    RequestDirectives, ResponseDirectives, ServiceCache, StorePlan,
 };
 use crate::classify::routes::ServiceIndex;
 use crate::snapshot::Snapshot;
@@ -43,25 +49,46 @@ pub const X_CACHE: &str = "x-cache";
 pub enum CacheStep {
     /// Answer with this stored response; the label goes in `X-Cache`.
     Answer(Arc<CachedResponse>, &'static str),
-    /// The entry is stale: revalidate it on an instance before answering.
-    Revalidate(CacheKey, Arc<CachedResponse>),
+    /// The entry is stale and this request leads its revalidation on an instance.
+    Revalidate(CacheKey, Arc<CachedResponse>, LeaderGuard),
     /// Fetch from an instance and record the response for the cache.
     Fetch(Fill),
     /// Not for the cache (a method other than GET/HEAD, or `no-store`): proxy as usual.
     Pass,
 }
 
+/// The request a cache lookup is for.
+pub struct CacheRequest<'a> {
+    /// Its method.
+    pub method: &'a Method,
+    /// Its authority (`Host`), raw.
+    pub authority: &'a [u8],
+    /// Its path and query.
+    pub path_and_query: &'a str,
+    /// Its headers.
+    pub headers: &'a HeaderMap,
+    /// The tenant it is keyed under.
+    pub tenant: Option<&'a str>,
+}
+
+/// Whether a stored response may answer a personal request (one with `Cookie` or
+/// `Authorization`): only when it said `public` or `s-maxage`.
+fn answers_personal(entry: &CachedResponse) -> bool {
+    ResponseDirectives::parse(&entry.headers).is_shared()
+}
+
 /// Looks a request up. A miss joins the key's fill: the first request leads it, the others wait
-/// up to `wait` and are answered from the cache when the leader stored the response.
+/// up to `wait` and are answered from the cache when the leader stored the response. A stale
+/// entry is revalidated once for all the requests that find it at the same time.
 pub async fn look_up(
     cache: &ServiceCache,
-    method: &Method,
-    path_and_query: &str,
-    headers: &HeaderMap,
-    tenant: Option<&str>,
+    request: &CacheRequest<'_>,
     now_ms: u64,
     wait: Duration,
 ) -> CacheStep {
+    let CacheRequest {
+        method, headers, ..
+    } = *request;
     if method != Method::GET && method != Method::HEAD {
         return CacheStep::Pass;
     }
@@ -69,15 +96,28 @@ pub async fn look_up(
         // Nothing of this exchange may be stored: don't make waiting requests depend on it.
         return CacheStep::Pass;
     }
-    let key = cache.key(path_and_query, tenant);
-    match cache.store.lookup(&key, headers, now_ms) {
+    let key = cache.key(request.authority, request.path_and_query, request.tenant);
+    let personal = personal_request(headers, cache.store.rules()).is_some();
+    let found = match cache.store.lookup(&key, headers, now_ms) {
+        Lookup::Fresh(entry) | Lookup::Stale(entry) if personal && !answers_personal(&entry) => {
+            Lookup::Miss
+        }
+        found => found,
+    };
+    match found {
         Lookup::Fresh(entry) => return CacheStep::Answer(entry, "HIT"),
-        Lookup::Stale(entry) => return CacheStep::Revalidate(key, entry),
+        Lookup::Stale(entry) => {
+            return revalidate_once(cache, key, entry, headers, now_ms, wait).await
+        }
         Lookup::Miss => {}
     }
     if method == Method::HEAD {
         // A HEAD answer has no body to store: proxy it, and let a GET fill the cache.
         return CacheStep::Pass;
+    }
+    if personal {
+        // Fetched on its own: no one waits for an answer that is probably not for them.
+        return CacheStep::Fetch(Fill::unled(key));
     }
     match cache.flights.join(key.hash()) {
         Flight::Leader(leader) => CacheStep::Fetch(Fill::new(key, Some(leader))),
@@ -90,6 +130,36 @@ pub async fn look_up(
             }
             // The leader stored nothing (or too late): fetch on our own, and store if we can.
             CacheStep::Fetch(Fill::new(key, None))
+        }
+    }
+}
+
+/// A stale entry's revalidation, once per key: the first request leads it; the others wait up
+/// to `wait` and are answered with the refreshed entry, or proxy on their own.
+async fn revalidate_once(
+    cache: &ServiceCache,
+    key: CacheKey,
+    entry: Arc<CachedResponse>,
+    headers: &HeaderMap,
+    now_ms: u64,
+    wait: Duration,
+) -> CacheStep {
+    match cache.flights.join(key.hash()) {
+        Flight::Leader(leader) => CacheStep::Revalidate(key, entry, leader),
+        Flight::Follower(follower) => {
+            if follower.wait(wait).await == Outcome::Stored {
+                // Validated with the instance after this request arrived: that is what even a
+                // `no-cache` request asks for, so one revalidation answers them all.
+                let validated = cache
+                    .store
+                    .peek(&key, headers)
+                    .filter(|entry| entry.stored_ms >= now_ms && !entry.must_revalidate);
+                if let Some(entry) = validated {
+                    cache.coalesced.fetch_add(1, Relaxed);
+                    return CacheStep::Answer(entry, "REVALIDATED");
+                }
+            }
+            CacheStep::Fetch(Fill::unled(key))
         }
     }
 }
@@ -116,6 +186,11 @@ impl Fill {
     /// A fill that no other request waits for (after a failed revalidation).
     pub fn unled(key: CacheKey) -> Self {
         Self::new(key, None)
+    }
+
+    /// A fill that the requests waiting on `leader` wait for.
+    pub fn led(key: CacheKey, leader: LeaderGuard) -> Self {
+        Self::new(key, Some(leader))
     }
 
     fn new(key: CacheKey, leader: Option<LeaderGuard>) -> Self {
@@ -231,7 +306,6 @@ fn join(mut chunks: Vec<Bytes>, bytes: usize) -> Bytes {
 fn skipped_on_revalidation(name: &HeaderName) -> bool {
     use http::header::*;
     [
-        HOST,
         CONNECTION,
         TE,
         TRANSFER_ENCODING,
@@ -252,8 +326,18 @@ fn skipped_on_revalidation(name: &HeaderName) -> bool {
 pub enum Revalidation {
     /// Answer with this entry (refreshed by a `304`, or newly stored from a `200`).
     Answer(Arc<CachedResponse>, &'static str),
-    /// The instance could not be asked, or its answer could not be stored: proxy the request.
+    /// The instance answered, but not with something to answer from the cache: proxy the
+    /// request.
     Proxy,
+}
+
+/// What a revalidation says about the instance that was asked, for passive health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asked {
+    /// It could not be connected to.
+    Unreachable,
+    /// It answered with this status (504: it did not answer in time; 502: the exchange broke).
+    Answered(u16),
 }
 
 /// A stale entry to revalidate, and the request that found it.
@@ -264,11 +348,14 @@ pub struct StaleRequest<'a> {
     pub entry: &'a CachedResponse,
     /// The request's path and query.
     pub path_and_query: &'a str,
-    /// The request's headers (sent on, minus hop-by-hop and conditional ones).
+    /// The client's request headers (to store the answer under its `Vary` values).
     pub request: &'a HeaderMap,
+    /// The headers sent: the client's (its `Host` included) after the forwarding rewrite,
+    /// minus hop-by-hop and conditional ones.
+    pub sent: Vec<(HeaderName, HeaderValue)>,
 }
 
-/// Revalidates a stale entry on the instance at `address` with the client's headers and the
+/// Revalidates a stale entry on the instance at `address` with the request's headers and the
 /// entry's validators, within `timeout`.
 pub async fn revalidate(
     cache: &ServiceCache,
@@ -276,53 +363,49 @@ pub async fn revalidate(
     stale: StaleRequest<'_>,
     now_ms: u64,
     timeout: Duration,
-) -> Revalidation {
+) -> (Revalidation, Asked) {
     let StaleRequest {
         key,
         entry,
         path_and_query,
         request,
+        mut sent,
     } = stale;
-    let mut headers: Vec<(HeaderName, HeaderValue)> = request
-        .iter()
-        .filter(|(name, _)| !skipped_on_revalidation(name))
-        .map(|(n, v)| (n.clone(), v.clone()))
-        .collect();
     if let Some(etag) = &entry.etag {
-        headers.push((http::header::IF_NONE_MATCH, etag.clone()));
+        sent.push((http::header::IF_NONE_MATCH, etag.clone()));
     }
     if let Some(modified) = &entry.last_modified {
-        headers.push((http::header::IF_MODIFIED_SINCE, modified.clone()));
+        sent.push((http::header::IF_MODIFIED_SINCE, modified.clone()));
     }
     let limit = usize::try_from(cache.config.max_object_bytes).unwrap_or(usize::MAX);
-    let ask = async {
-        let mut client = InstanceClient::connect(address).await?;
-        client
-            .send(Method::GET, path_and_query, &headers, limit)
-            .await
+    let Ok(Ok(mut client)) = tokio::time::timeout(timeout, InstanceClient::connect(address)).await
+    else {
+        return (Revalidation::Proxy, Asked::Unreachable);
     };
+    let ask = client.send(Method::GET, path_and_query, &sent, limit);
     let answer = match tokio::time::timeout(timeout, ask).await {
         Ok(Ok(answer)) => answer,
         Ok(Err(error)) => {
             tracing::debug!(%address, %error, "revalidation failed");
-            return Revalidation::Proxy;
+            return (Revalidation::Proxy, Asked::Answered(502));
         }
-        Err(_) => return Revalidation::Proxy,
+        Err(_) => return (Revalidation::Proxy, Asked::Answered(504)),
     };
+    let asked = Asked::Answered(answer.status);
     if answer.status == 304 {
-        return match cache
+        let refreshed = cache
             .store
-            .revalidated(key, request, &answer.headers, now_ms)
-        {
+            .revalidated(key, request, &answer.headers, now_ms);
+        return match refreshed {
             Some(entry) => {
                 cache.revalidated.fetch_add(1, Relaxed);
-                Revalidation::Answer(entry, "REVALIDATED")
+                (Revalidation::Answer(entry, "REVALIDATED"), asked)
             }
-            None => Revalidation::Proxy,
+            None => (Revalidation::Proxy, asked),
         };
     }
     let Some(body) = answer.body else {
-        return Revalidation::Proxy;
+        return (Revalidation::Proxy, asked);
     };
     let Ok(plan) = cache.store.plan(
         &Method::GET,
@@ -331,7 +414,7 @@ pub async fn revalidate(
         &answer.headers,
         now_ms,
     ) else {
-        return Revalidation::Proxy;
+        return (Revalidation::Proxy, asked);
     };
     if !cache.store.insert(
         key.clone(),
@@ -342,11 +425,11 @@ pub async fn revalidate(
         body,
         now_ms,
     ) {
-        return Revalidation::Proxy;
+        return (Revalidation::Proxy, asked);
     }
     match cache.store.lookup(key, request, now_ms) {
-        Lookup::Fresh(entry) | Lookup::Stale(entry) => Revalidation::Answer(entry, "MISS"),
-        Lookup::Miss => Revalidation::Proxy,
+        Lookup::Fresh(entry) | Lookup::Stale(entry) => (Revalidation::Answer(entry, "MISS"), asked),
+        Lookup::Miss => (Revalidation::Proxy, asked),
     }
 }
 
@@ -380,23 +463,23 @@ pub async fn answer(
 }
 
 /// The cache's part of `request_filter` for a routed request: records its hot key, answers
-/// it from the cache when it can (true), or prepares the fill of a miss in `fill`.
+/// it from the cache when it can (true), or prepares the fill of a miss in `ctx.fill`.
 pub(super) async fn serve_from_cache(
     session: &mut Session,
     snapshot: &Snapshot,
     service: ServiceIndex,
-    tried: &Tried,
-    fill: &mut Option<Fill>,
+    ctx: &mut RequestCtx,
     clock: &dyn Clock,
 ) -> Result<bool> {
     let runtime = &snapshot.services[service];
     let req = session.req_header();
-    let tenant = snapshot.metadata.tenant(&req.headers);
+    let tenant = ctx.tenant(snapshot, &req.headers);
     let path = path_of(req);
+    let authority = authority_of(req);
     let shared = runtime.cache.as_ref().is_none_or(|c| c.config.shared);
     if req.method == http::Method::GET {
         if let Some(hot) = &runtime.hot_keys {
-            record_hot_key(hot, path, tenant, shared);
+            record_hot_key(hot, path, authority, tenant.filter(|_| !shared));
         }
     }
     let Some(cache) = &runtime.cache else {
@@ -404,65 +487,131 @@ pub(super) async fn serve_from_cache(
     };
     let now = clock.now_ms();
     let wait = runtime.config.timeouts.read;
-    let step = look_up(cache, &req.method, path, &req.headers, tenant, now, wait).await;
+    let request = CacheRequest {
+        method: &req.method,
+        authority,
+        path_and_query: path,
+        headers: &req.headers,
+        tenant,
+    };
+    let step = look_up(cache, &request, now, wait).await;
     match step {
         CacheStep::Answer(entry, label) => {
             answer(session, &entry, label, now).await?;
             Ok(true)
         }
-        CacheStep::Revalidate(key, entry) => {
-            let ready = runtime.instances.ready();
-            let picked = pick(ready.unflagged(), tried, now, runtime.config.balance);
-            if let Some(instance) = picked {
-                let req = session.req_header();
-                let path = path_of(req).to_owned();
-                let headers = req.headers.clone();
-                let timeout = runtime.config.timeouts.read;
-                let address = instance.address;
-                let stale = StaleRequest {
-                    key: &key,
-                    entry: &entry,
-                    path_and_query: &path,
-                    request: &headers,
-                };
-                let outcome = revalidate(cache, address, stale, now, timeout).await;
-                if let Revalidation::Answer(entry, label) = outcome {
-                    answer(session, &entry, label, clock.now_ms()).await?;
-                    return Ok(true);
-                }
+        CacheStep::Revalidate(key, entry, leader) => {
+            if let Some(entry) =
+                revalidate_on_instance(session, snapshot, service, ctx, &key, &entry, clock).await
+            {
+                leader.finish(true);
+                answer(session, &entry.0, entry.1, clock.now_ms()).await?;
+                return Ok(true);
             }
-            *fill = Some(Fill::unled(key));
+            // Proxied: the requests waiting for this key wait for its fill instead.
+            ctx.fill = Some(Fill::led(key, leader));
             Ok(false)
         }
         CacheStep::Fetch(step_fill) => {
-            *fill = Some(step_fill);
+            ctx.fill = Some(step_fill);
             Ok(false)
         }
         CacheStep::Pass => Ok(false),
     }
 }
 
-/// Records a GET's hot key without allocating: its path, plus `\n` and the tenant when the cache
-/// keeps tenants apart (a path holds no newline; see [`crate::warm::hot_key_path`]). The tenant
-/// form is built on the stack; keys too long for it are recorded by path alone.
+/// Revalidates `entry` on a ready instance, picked like a proxied request's, counted in its
+/// in-flight requests and judged by its answer (a failure counts towards its ejection).
+async fn revalidate_on_instance(
+    session: &Session,
+    snapshot: &Snapshot,
+    service: ServiceIndex,
+    ctx: &RequestCtx,
+    key: &CacheKey,
+    entry: &CachedResponse,
+    clock: &dyn Clock,
+) -> Option<(Arc<CachedResponse>, &'static str)> {
+    let runtime = &snapshot.services[service];
+    let cache = runtime.cache.as_ref()?;
+    let now = clock.now_ms();
+    let instance = {
+        let ready = runtime.instances.ready();
+        pick(ready.unflagged(), &ctx.tried, now, runtime.config.balance)?.clone()
+    };
+    let req = session.req_header();
+    let edits = forward::forwarding(&forward::Forwarded {
+        request: &req.headers,
+        client: session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip()),
+        tenant_header: snapshot.metadata.tenant_header(),
+        tenant: ctx.tenant(snapshot, &req.headers),
+        host: None,
+    });
+    let stale = StaleRequest {
+        key,
+        entry,
+        path_and_query: path_of(req),
+        request: &req.headers,
+        sent: forward::edited_headers(&req.headers, skipped_on_revalidation, edits),
+    };
+    runtime.metrics.revalidations.fetch_add(1, Relaxed);
+    instance.begin_attempt(now);
+    instance.start_request();
+    let started = std::time::Instant::now();
+    let timeout = runtime.config.timeouts.read;
+    let (outcome, asked) = revalidate(cache, instance.address, stale, now, timeout).await;
+    instance.finish_request();
+    let now = clock.now_ms();
+    let policy = &runtime.config.ejection;
+    let room = || runtime.instances.ejection_room(now, policy.max_percent);
+    let passive = match asked {
+        Asked::Unreachable => instance.eject_within(now, policy, room),
+        Asked::Answered(status) => {
+            instance.observe_latency(started.elapsed());
+            instance.observe_status(status, now, policy, room)
+        }
+    };
+    if passive == forecourt_orchestrator::Passive::Spared {
+        runtime.metrics.ejections_capped.fetch_add(1, Relaxed);
+    }
+    match outcome {
+        Revalidation::Answer(entry, label) => Some((entry, label)),
+        Revalidation::Proxy => None,
+    }
+}
+
+/// Records a GET's hot key without allocating: its path, `\n`, its normalized authority, and
+/// `\n` and the tenant when the cache keeps tenants apart (a path or authority holds no
+/// newline; see [`crate::warm::hot_key_path`] and [`crate::warm::refresh::split_hot_key`]). The
+/// text is built on the stack; keys too long for it are not recorded.
 fn record_hot_key(
     hot: &forecourt_predictor::HotKeys,
     path: &str,
+    authority: &[u8],
     tenant: Option<&str>,
-    shared: bool,
 ) {
-    let Some(tenant) = tenant.filter(|_| !shared) else {
-        return hot.record(path);
-    };
     let mut text = [0u8; 512];
-    let len = path.len() + 1 + tenant.len();
-    if len > text.len() {
-        return hot.record(path);
+    let mut len = 0;
+    let mut fits = true;
+    let mut put = |b: u8| match text.get_mut(len) {
+        Some(slot) => {
+            *slot = b;
+            len += 1;
+        }
+        None => fits = false,
+    };
+    path.bytes().for_each(&mut put);
+    put(b'\n');
+    crate::cache::normalize_authority(authority, &mut put);
+    if let Some(tenant) = tenant {
+        put(b'\n');
+        tenant.bytes().for_each(&mut put);
     }
-    text[..path.len()].copy_from_slice(path.as_bytes());
-    text[path.len()] = b'\n';
-    text[path.len() + 1..len].copy_from_slice(tenant.as_bytes());
-    if let Ok(key) = std::str::from_utf8(&text[..len]) {
-        hot.record(key);
+    if fits {
+        if let Ok(key) = std::str::from_utf8(&text[..len]) {
+            hot.record(key);
+        }
     }
 }

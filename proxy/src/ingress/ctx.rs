@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use forecourt_orchestrator::Instance;
+use std::sync::atomic::Ordering::Relaxed;
+
+use forecourt_orchestrator::{Instance, Passive};
 
 use super::balance::Tried;
 use super::cache::Fill;
@@ -37,6 +39,8 @@ pub struct RequestCtx {
     pub(super) service_permit: Option<OwnedPermit>,
     /// Request body bytes received so far.
     pub(super) body_bytes: u64,
+    /// The request's tenant header passed the checks and is believed (see `check_tenant`).
+    pub(super) tenant_trusted: bool,
 }
 
 // === impl RequestCtx ===
@@ -47,22 +51,58 @@ impl RequestCtx {
         Some(&self.snapshot.as_ref()?.services[self.service?])
     }
 
+    /// The tenant the request is keyed, limited and forwarded under: its tenant header's value
+    /// when believed, else none (anonymous).
+    pub(super) fn tenant<'r>(
+        &self,
+        snapshot: &Snapshot,
+        headers: &'r http::HeaderMap,
+    ) -> Option<&'r str> {
+        self.tenant_trusted
+            .then(|| snapshot.metadata.tenant(headers))
+            .flatten()
+    }
+
     /// The flagged version the request is for, if its flag matched one.
     pub(super) fn version(&self) -> Option<&VersionRuntime> {
         let index = self.version?;
         self.service()?.versions.get(index)
     }
 
-    /// Releases the current instance, recording how its attempt ended.
+    /// Releases the current instance, recording how its attempt ended: `status` is the answer
+    /// it gave (Forecourt's own 502/504 for a failure after connecting), `None` when the attempt
+    /// says nothing about the instance (the client left first, or it is retried for another
+    /// reason). Only a real answer counts as a success.
     pub(super) fn release(&mut self, status: Option<u16>, now_ms: u64) {
         let Some(instance) = self.instance.take() else {
             return;
         };
         instance.finish_request();
-        if let (Some(status), Some(service)) = (status, self.service()) {
-            instance.observe_status(status, now_ms, &service.config.ejection);
-            if let Some(started) = self.started {
-                instance.observe_latency(started.elapsed());
+        let (Some(status), Some(service)) = (status.filter(|s| *s > 0), self.service()) else {
+            return;
+        };
+        let policy = &service.config.ejection;
+        let room = || service.instances.ejection_room(now_ms, policy.max_percent);
+        if instance.observe_status(status, now_ms, policy, room) == Passive::Spared {
+            service.metrics.ejections_capped.fetch_add(1, Relaxed);
+        }
+        if let Some(started) = self.started {
+            instance.observe_latency(started.elapsed());
+        }
+    }
+
+    /// Releases the current instance after its connection failed, ejecting it within its
+    /// service's cap.
+    pub(super) fn connect_failed(&mut self, now_ms: u64) {
+        let Some(instance) = self.instance.take() else {
+            return;
+        };
+        instance.finish_request();
+        if let Some(service) = self.service() {
+            let policy = &service.config.ejection;
+            let room = || service.instances.ejection_room(now_ms, policy.max_percent);
+            if instance.eject_within(now_ms, policy, room) == Passive::Spared {
+                service.metrics.ejections_capped.fetch_add(1, Relaxed);
             }
         }
     }

@@ -149,6 +149,8 @@ mod tests {
             max_in_flight: 100,
             header_timeout: std::time::Duration::from_secs(1),
             drain_timeout: std::time::Duration::from_secs(1),
+            send_timeout: std::time::Duration::from_secs(30),
+            min_send_rate: 0,
             min_body_rate: 1024,
             tenant_classes: Vec::new(),
         }

@@ -30,8 +30,8 @@ pub enum InstanceError {
     /// Reading the response body failed.
     #[error("body: {0}")]
     Body(#[source] hyper::Error),
-    /// A tenant value is not a valid header value.
-    #[error("tenant: {0}")]
+    /// A tenant or host Forecourt was asked to send is not a valid header value.
+    #[error("tenant or host: {0}")]
     Tenant(#[source] http::header::InvalidHeaderValue),
 }
 
@@ -70,7 +70,8 @@ impl InstanceClient {
         Ok(Self { address, sender })
     }
 
-    /// Sends one request and reads the whole answer. The body is kept when `keep_body` is at
+    /// Sends one request and reads the whole answer; `Host` and `User-Agent` are the
+    /// instance's address and `forecourt` unless `headers` give them. The body is kept when `keep_body` is at
     /// least its length, else read to its end and dropped (`body` is `None`).
     pub async fn send(
         &mut self,
@@ -83,11 +84,18 @@ impl InstanceClient {
             .ready()
             .await
             .map_err(InstanceError::Connection)?;
-        let mut request = http::Request::builder()
-            .method(method)
-            .uri(path)
-            .header(http::header::HOST, self.address.to_string())
-            .header(http::header::USER_AGENT, "forecourt");
+        let mut request = http::Request::builder().method(method).uri(path);
+        // The request's own Host when it has one (a revalidation, a refresh), else the
+        // instance's address.
+        if !headers.iter().any(|(name, _)| name == http::header::HOST) {
+            request = request.header(http::header::HOST, self.address.to_string());
+        }
+        if !headers
+            .iter()
+            .any(|(name, _)| name == http::header::USER_AGENT)
+        {
+            request = request.header(http::header::USER_AGENT, "forecourt");
+        }
         for (name, value) in headers {
             request = request.header(name, value);
         }

@@ -5,6 +5,10 @@
 //!  every second ─► hot keys (HotKeys) × entries expiring within refresh_ahead ─► due
 //!     due ─► has_headroom (forecast below 80 % of ready capacity) ─► InstanceClient GET ─► store
 //! ```
+//!
+//! A refresh is sent as the clients' requests are: with their `Host` (the entry's authority),
+//! the same forwarding headers (`crate::ingress::forward`) and the tenant the entry is kept for,
+//! so an instance that answers by host or tenant refreshes the same answer.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -15,6 +19,27 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use super::instance_client::{InstanceClient, InstanceError};
 use crate::cache::ServiceCache;
 
+/// A hot key's path, normalized authority and tenant (see `record_hot_key` in the request
+/// path: `path\nauthority[\ntenant]`).
+pub fn split_hot_key(text: &str) -> (&str, &str, Option<&str>) {
+    let (path, rest) = text.split_once('\n').unwrap_or((text, ""));
+    match rest.split_once('\n') {
+        Some((authority, tenant)) => (path, authority, Some(tenant)),
+        None => (path, rest, None),
+    }
+}
+
+/// A cached entry to refresh: the request that fetches it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueEntry {
+    /// Its path and query.
+    pub path: String,
+    /// Its normalized authority, sent as `Host` (empty: none was given).
+    pub authority: String,
+    /// The tenant it is kept for, when the cache keeps tenants apart.
+    pub tenant: Option<String>,
+}
+
 /// Cached entries of hot keys that expire within `ahead_ms`: the keys to re-fetch now so they
 /// are still fresh when the forecast load asks for them. Looks at the `limit` hottest keys.
 pub fn due_for_refresh(
@@ -23,44 +48,62 @@ pub fn due_for_refresh(
     limit: usize,
     now_ms: u64,
     ahead_ms: u64,
-) -> Vec<(String, Option<String>)> {
+) -> Vec<DueEntry> {
     let mut due = Vec::new();
     let none = HeaderMap::new();
     for (text, _) in hot.top(limit) {
-        let (path, tenant) = match text.split_once('\n') {
-            Some((path, tenant)) => (path, Some(tenant)),
-            None => (&*text, None),
-        };
-        let key = cache.key(path, tenant);
+        let (path, authority, tenant) = split_hot_key(&text);
+        let key = cache.key(authority.as_bytes(), path, tenant);
         let Some(entry) = cache.store.peek(&key, &none) else {
             continue;
         };
         if entry.is_fresh(now_ms) && entry.fresh_until_ms.saturating_sub(now_ms) <= ahead_ms {
-            due.push((path.to_owned(), tenant.map(str::to_owned)));
+            due.push(DueEntry {
+                path: path.to_owned(),
+                authority: authority.to_owned(),
+                tenant: tenant.map(str::to_owned),
+            });
         }
     }
     due
 }
 
-/// Re-fetches `path` (for `tenant`, sent in `tenant_header`) from the instance at `address` and
+/// Re-fetches `due` (its tenant sent in `tenant_header`) from the instance behind `client` and
 /// stores the answer: refresh-ahead. True when a fresh response was stored.
 pub async fn refresh(
     cache: &ServiceCache,
     client: &mut InstanceClient,
-    path: &str,
-    tenant: Option<(&HeaderName, &str)>,
+    due: &DueEntry,
+    tenant_header: &HeaderName,
     now_ms: u64,
 ) -> Result<bool, InstanceError> {
-    let mut headers: Vec<(HeaderName, HeaderValue)> = vec![(
+    let path = due.path.as_str();
+    let tenant = due.tenant.as_deref();
+    // The request as a client's would be, for the store's `Vary` and the instance.
+    let mut request = HeaderMap::new();
+    if let Some(tenant) = tenant {
+        let value = HeaderValue::from_str(tenant).map_err(InstanceError::Tenant)?;
+        request.insert(tenant_header.clone(), value);
+    }
+    let host = (!due.authority.is_empty())
+        .then(|| HeaderValue::from_str(&due.authority))
+        .transpose()
+        .map_err(InstanceError::Tenant)?;
+    if let Some(host) = &host {
+        request.insert(http::header::HOST, host.clone());
+    }
+    let edits = crate::ingress::forward::forwarding(&crate::ingress::forward::Forwarded {
+        request: &request,
+        client: None,
+        tenant_header,
+        tenant,
+        host: host.as_ref(),
+    });
+    let mut headers = crate::ingress::forward::edited_headers(&request, |_| false, edits);
+    headers.push((
         HeaderName::from_static(crate::warm::WARM_HEADER),
         HeaderValue::from_static("refresh"),
-    )];
-    let mut request = HeaderMap::new();
-    if let Some((name, value)) = tenant {
-        let value = HeaderValue::from_str(value).map_err(InstanceError::Tenant)?;
-        headers.push((name.clone(), value.clone()));
-        request.insert(name.clone(), value);
-    }
+    ));
     let limit = usize::try_from(cache.config.max_object_bytes).unwrap_or(usize::MAX);
     let answer = client.send(Method::GET, path, &headers, limit).await?;
     let Some(body) = answer.body else {
@@ -75,7 +118,7 @@ pub async fn refresh(
     ) else {
         return Ok(false);
     };
-    let key = cache.key(path, tenant.map(|(_, t)| t));
+    let key = cache.key(due.authority.as_bytes(), path, tenant);
     let stored = cache.store.insert(
         key,
         &request,
@@ -155,13 +198,17 @@ pub async fn refresh_tick(front_door: &crate::front_door::FrontDoor) -> u64 {
             continue;
         };
         let tenant_header = snapshot.metadata.tenant_header();
-        for (path, tenant) in due.into_iter().take(warm.rate as usize) {
-            let tenant = tenant.as_deref().map(|t| (tenant_header, t));
+        for entry in due.into_iter().take(warm.rate as usize) {
             let now = front_door.clock.now_ms();
-            match refresh(cache, &mut client, &path, tenant, now).await {
+            // Counted like any request to the instance, so balancing sees it.
+            instance.start_request();
+            let result = refresh(cache, &mut client, &entry, tenant_header, now).await;
+            instance.finish_request();
+            match result {
                 Ok(true) => refreshed += 1,
                 Ok(false) => {}
                 Err(error) => {
+                    let path = &entry.path;
                     tracing::debug!(service = %runtime.config.name, %path, %error, "refresh failed");
                     break;
                 }

@@ -110,7 +110,7 @@ pub fn replay(
     }
     let body = Bytes::from_static(&[b'x'; 512]);
     let fetch = |path: &str, now_ms: u64| {
-        let key = service.key(path, None);
+        let key = service.key(b"", path, None);
         if let Ok(plan) = service
             .store
             .plan(&Method::GET, &request, 200, &response, now_ms)
@@ -141,8 +141,8 @@ pub fn replay(
         let start_ms = second * 1_000;
         if ahead_ms > 0 {
             let due = due_for_refresh(&service, &hot, config.hot_keys as usize, start_ms, ahead_ms);
-            for (path, _) in due.into_iter().take(config.refresh_rate as usize) {
-                fetch(&path, start_ms);
+            for entry in due.into_iter().take(config.refresh_rate as usize) {
+                fetch(&entry.path, start_ms);
                 result.refreshes += 1;
             }
         }
@@ -162,7 +162,7 @@ pub fn replay(
             let path = &paths[draws.next()];
             hot.record(path);
             result.requests += 1;
-            let key = service.key(path, None);
+            let key = service.key(b"", path, None);
             match service.store.lookup(&key, &request, now_ms) {
                 Lookup::Fresh(_) => result.hits += 1,
                 Lookup::Stale(_) | Lookup::Miss => {
@@ -207,6 +207,7 @@ mod tests {
             shared: true,
             cache_set_cookie: false,
             cache_authorized: false,
+            cache_cookies: false,
         }
     }
 
