@@ -87,6 +87,93 @@ fn a_graceful_upgrade_loses_no_request() {
     assert!(new.wait_exit(Duration::from_secs(15)).is_some());
 }
 
+/// Starts a `forecourt run --upgrade` on `policy_path`, which waits for the running one's
+/// listening socket; its output goes to `log`.
+fn start_upgrade(policy_path: &std::path::Path, log: &std::path::Path) -> Process {
+    let log = std::fs::File::create(log).unwrap();
+    let child = Command::new(forecourt_bin())
+        .args(["run", "--upgrade", "--threads", "2", "-c"])
+        .arg(policy_path)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    Process { child }
+}
+
+/// The hand-over repeated: five upgrades in a row under two clients that open a new connection
+/// for every request, without pause (so connections are accepted right up to each shutdown
+/// broadcast). A connection accepted just before a shutdown must be
+/// read and answered, never closed unread.
+#[test]
+fn repeated_graceful_upgrades_lose_no_request() {
+    let backend = Backend::start();
+    let mut first = Forecourt::start(&policy(&backend));
+    first.wait_ready("web", 1);
+    let (proxy, admin) = (first.proxy, first.admin);
+    let policy_path = first.policy_path.clone();
+    let log_base = first.log_path.clone();
+    let stop = AtomicBool::new(false);
+    let (ok, failed) = (AtomicU64::new(0), AtomicU64::new(0));
+    let errors = std::sync::Mutex::new(Vec::new());
+    let mut upgrades: Vec<Process> = Vec::new();
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    match get(proxy, "/fresh", &[]) {
+                        Ok(r) if r.status == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                        Ok(r) => {
+                            errors.lock().unwrap().push(format!("status {}", r.status));
+                            failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                        Err(e) => {
+                            errors.lock().unwrap().push(e.to_string());
+                            failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                }
+            });
+        }
+        for round in 0..5 {
+            std::thread::sleep(Duration::from_millis(300));
+            let log = log_base.with_extension(format!("upgrade-{round}.log"));
+            let next = start_upgrade(&policy_path, &log);
+            std::thread::sleep(Duration::from_millis(500));
+            let running = upgrades.last_mut().unwrap_or(&mut first.process);
+            running.signal(libc::SIGQUIT);
+            let exited = running.wait_exit(Duration::from_secs(20));
+            assert!(
+                exited.is_some(),
+                "round {round}: the old process did not exit"
+            );
+            let up = wait_for(Duration::from_secs(10), || {
+                get(admin, "/healthz", &[]).ok().filter(|r| r.status == 200)
+            });
+            assert!(
+                up.is_some(),
+                "round {round}: the new admin API never came up"
+            );
+            upgrades.push(next);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, Ordering::Relaxed);
+    });
+    let (ok, failed) = (ok.into_inner(), failed.into_inner());
+    assert!(ok > 200, "only {ok} requests got through");
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed over five upgrades: {:?}",
+        ok + failed,
+        errors.into_inner().unwrap()
+    );
+    let last = upgrades.last_mut().unwrap();
+    last.signal(libc::SIGTERM);
+    assert!(last.wait_exit(Duration::from_secs(15)).is_some());
+}
+
 #[test]
 fn sigterm_finishes_requests_in_flight_then_exits() {
     let backend = Backend::start();
