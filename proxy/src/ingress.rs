@@ -2,12 +2,13 @@
 //!
 //! ```text
 //! request_filter        refuse ambiguous framing and oversized requests (4xx, connection closed);
-//!                       classify → service; tenant (400 when duplicate, invalid or badly
-//!                       signed; ignored from untrusted peers), flag → version; 404 unrouted; hold, or 503
-//!                       when nothing is ready for the request
+//!                       classify → service (404 unrouted); tenant (400 when duplicate,
+//!                       invalid or badly signed; ignored from untrusted peers); flag → version;
+//!                       hold, or 503 when nothing is ready for the request
 //! upstream_peer         pick a confirmed-ready instance (P2C) among the request's candidates (its
 //!                       flagged version's, or the unflagged ones; see versions.rs), count it
-//! upstream_request_filter  X-Forwarded-For/-Proto/-Host, Forwarded, the believed tenant (forward.rs)
+//! upstream_request_filter  X-Forwarded-For/-Proto/-Host, Forwarded, the believed tenant
+//!                       (forward.rs, shared with revalidation and refresh-ahead)
 //! fail_to_connect       eject the instance passively; retry on another one
 //! error_while_proxy     retry idempotent requests when nothing reached the client yet
 //! fail_to_proxy         map the error to a status (503 with Retry-After, 502, 504)

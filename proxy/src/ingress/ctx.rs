@@ -1,10 +1,9 @@
 //! What one request carries from phase to phase: its snapshot, service, tenant class, instance,
 //! permits and cache fill.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
-
-use std::sync::atomic::Ordering::Relaxed;
 
 use forecourt_orchestrator::{Instance, Passive};
 
