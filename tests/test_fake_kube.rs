@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use forecourt_orchestrator::kubernetes::{KubernetesOrchestrator, ScaleDownGate};
+use forecourt_orchestrator::Orchestrator;
 use forecourt_test_utils::fake_kube::{BackendPods, FakeKube, PodRunner, RunningPod};
 use forecourt_test_utils::{forecourt_bin, get, scratch_dir, send_raw, wait_for};
 use futures::{pin_mut, StreamExt};
@@ -18,7 +20,8 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{
-    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions, WatchEvent,
+    WatchParams,
 };
 use kube::runtime::utils::Backoff;
 use kube::runtime::watcher::Event;
@@ -727,4 +730,246 @@ fn a_kubeconfig_reaches_backend_pods() {
         TcpStream::connect(pod.address).is_err().then_some(())
     })
     .expect("the backend process was stopped");
+}
+
+#[test]
+fn a_delete_checks_its_preconditions_like_the_real_server() {
+    let h = Harness::start(Arc::new(ListenerPods));
+    let leases: Api<Lease> = h.api();
+    let lease: Lease = serde_json::from_value(json!({"metadata": {"name": "l"}})).unwrap();
+    let created = h
+        .run(leases.create(&PostParams::default(), &lease))
+        .unwrap();
+    let precondition = |uid: Option<&str>, version: Option<&str>| DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: uid.map(str::to_owned),
+            resource_version: version.map(str::to_owned),
+        }),
+        ..DeleteParams::default()
+    };
+    let uid = created.metadata.uid.as_deref();
+    let version = created.metadata.resource_version.as_deref();
+    for wrong in [
+        precondition(Some("another-uid"), None),
+        precondition(uid, Some("1")),
+    ] {
+        match h.run(leases.delete("l", &wrong)) {
+            Err(kube::Error::Api(status)) => {
+                assert_eq!((status.code, status.reason.as_str()), (409, "Conflict"));
+                assert!(status.message.contains("Precondition failed"), "{status:?}");
+            }
+            other => panic!("expected a 409, got {other:?}"),
+        }
+        assert!(h.kube.lease("default", "l").is_some(), "deleted anyway");
+    }
+    h.run(leases.delete("l", &precondition(uid, version)))
+        .unwrap();
+    assert!(h.kube.lease("default", "l").is_none());
+}
+
+// === Forecourt's Kubernetes backend against the fake ===
+
+/// A policy with `shop` on Kubernetes and two flagged versions, `beta` and `gamma`.
+fn versions_policy() -> forecourt_config::Policy {
+    let text = "listeners: { proxy: \"127.0.0.1:18080\", admin: \"127.0.0.1:18081\" }
+kubernetes:
+  retry: { base: 50ms, max: 200ms }
+services:
+  - name: shop
+    routes: [{ path_prefix: /shop }]
+    kubernetes: { deployment: shop, port: http }
+    versions:
+      - { flag: beta, image: \"shop:2\", labels: { track: beta } }
+      - { flag: gamma, image: \"shop:3\", labels: { track: gamma } }
+";
+    forecourt_config::Policy::parse(text, std::path::Path::new("policy.yaml"))
+        .unwrap_or_else(|e| panic!("the test policy does not load: {e:?}"))
+}
+
+/// The fake with the stable `shop` Deployment (`replicas` pods) and Service, and Forecourt's
+/// backend for [`versions_policy`] on it.
+fn backend(replicas: u32) -> (Harness, KubernetesOrchestrator) {
+    let h = Harness::start(Arc::new(ListenerPods));
+    let labels = [("app", "shop"), ("track", "stable")];
+    h.kube
+        .create_deployment("default", "shop", &labels, "shop", "shop:1", replicas);
+    h.kube
+        .create_service("default", "shop", &[("app", "shop")], "http", 80);
+    let orchestrator = {
+        let _inside = h.runtime.enter();
+        KubernetesOrchestrator::new(h.client.clone(), &versions_policy(), "default")
+    };
+    (h, orchestrator)
+}
+
+/// Writes (not reads) of the fake's requests whose path contains `part`.
+fn writes_to(h: &Harness, part: &str) -> Vec<(String, String)> {
+    h.kube
+        .requests()
+        .into_iter()
+        .filter(|(method, path)| method != "GET" && path.contains(part))
+        .collect()
+}
+
+#[test]
+fn objects_without_the_managed_by_label_are_never_patched_or_deleted() {
+    let (h, forecourt) = backend(1);
+    // The user's own shop-beta: the very names Forecourt would give version beta's objects.
+    let labels = [("app", "shop"), ("track", "users-own")];
+    h.kube
+        .create_deployment("default", "shop-beta", &labels, "shop", "other:1", 2);
+    let stats = forecourt.stats();
+
+    // Ordering beta's replicas reads shop-beta, finds no managed-by label and refuses.
+    let order = |n: u32| h.run(forecourt.set_replicas("shop", "beta", n));
+    let _ = order(1);
+    let refusal = wait_for(WAIT, || order(1).err())
+        .expect("the order is refused once the Deployment is read");
+    assert!(
+        refusal.to_string().contains("app.kubernetes.io/managed-by"),
+        "{refusal}"
+    );
+    assert!(
+        refusal.to_string().contains("Deployment shop-beta"),
+        "{refusal}"
+    );
+    assert!(stats.refused_writes.load(Ordering::Relaxed) >= 1);
+    assert!(
+        h.kube.service("default", "shop-beta").is_none(),
+        "no Service is made for a Deployment that is not Forecourt's"
+    );
+    // The user has a Service of that name too.
+    h.kube
+        .create_service("default", "shop-beta", &[("app", "other")], "http", 80);
+
+    // Removing the version reads both objects and deletes neither.
+    let before = stats.refused_writes.load(Ordering::Relaxed);
+    h.run(forecourt.remove_version("shop", "beta")).unwrap();
+    wait_for(WAIT, || {
+        (stats.refused_writes.load(Ordering::Relaxed) >= before + 2).then_some(())
+    })
+    .expect("the removal refuses both objects");
+
+    assert_eq!(h.kube.spec_replicas("default", "shop-beta"), Some(2));
+    let deployment = h.kube.deployment("default", "shop-beta").unwrap();
+    assert_eq!(deployment["metadata"]["labels"]["track"], "users-own");
+    assert!(deployment["metadata"]["labels"]["app.kubernetes.io/managed-by"].is_null());
+    assert!(h.kube.service("default", "shop-beta").is_some());
+    assert!(
+        h.kube.scale_writes().iter().all(|w| w.name != "shop-beta"),
+        "{:?}",
+        h.kube.scale_writes()
+    );
+    assert_eq!(
+        writes_to(&h, "/shop-beta"),
+        [],
+        "no write reached shop-beta"
+    );
+
+    // The same steps on a version Forecourt did create do write: create, scale, delete.
+    let order = |n: u32| h.run(forecourt.set_replicas("shop", "gamma", n));
+    order(1).unwrap();
+    let created = wait_for(WAIT, || h.kube.deployment("default", "shop-gamma"))
+        .expect("the gamma Deployment is created");
+    assert_eq!(
+        created["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "forecourt"
+    );
+    wait_for(WAIT, || h.kube.service("default", "shop-gamma")).expect("gamma's Service");
+    wait_for(WAIT, || {
+        forecourt.replicas_known("shop", "gamma").then_some(())
+    })
+    .expect("gamma's replicas are read");
+    order(2).unwrap();
+    wait_for(WAIT, || {
+        (h.kube.spec_replicas("default", "shop-gamma") == Some(2)).then_some(())
+    })
+    .expect("gamma scaled to 2");
+    let write = h.kube.scale_writes().last().cloned().unwrap();
+    assert_eq!(write.name, "shop-gamma");
+    assert!(
+        write.body["metadata"]["resourceVersion"].is_string(),
+        "a version's scale patch names the resourceVersion checked: {:?}",
+        write.body
+    );
+    order(0).unwrap();
+    h.run(forecourt.remove_version("shop", "gamma")).unwrap();
+    wait_for(WAIT, || {
+        (h.kube.deployment("default", "shop-gamma").is_none()
+            && h.kube.service("default", "shop-gamma").is_none())
+        .then_some(())
+    })
+    .expect("gamma's objects are deleted");
+    // ...and shop-beta still stands.
+    assert!(h.kube.deployment("default", "shop-beta").is_some());
+    assert!(h.kube.service("default", "shop-beta").is_some());
+    h.run(forecourt.shutdown());
+}
+
+/// A scale-down gate a test turns on and off.
+#[derive(Default)]
+struct Gate(Mutex<Option<String>>);
+
+impl ScaleDownGate for Gate {
+    fn hold_scale_down(&self) -> Option<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+#[test]
+fn a_held_scale_down_writes_nothing_and_a_scale_up_goes_through() {
+    let (h, forecourt) = backend(3);
+    let gate = Arc::new(Gate::default());
+    // Reading the replicas starts the target's task: inside the client runtime.
+    let _inside = h.runtime.enter();
+    forecourt.hold_scale_downs_with(gate.clone());
+    wait_for(WAIT, || {
+        forecourt.replicas_known("shop", "stable").then_some(())
+    })
+    .expect("the stable replicas are read");
+    assert_eq!(forecourt.replicas("shop", "stable"), 3);
+    let order = |n: u32| h.run(forecourt.set_replicas("shop", "stable", n));
+
+    *gate.0.lock().unwrap() = Some("the windows of forecourt-b are stale".into());
+    let held = order(1).expect_err("a scale-down is held");
+    assert!(held.to_string().contains("forecourt-b"), "{held}");
+    assert!(
+        held.to_string().contains("scale-down held"),
+        "a hold, not a failure: {held}"
+    );
+    // Raising goes through while held...
+    order(5).unwrap();
+    wait_for(WAIT, || {
+        (h.kube.spec_replicas("default", "shop") == Some(5)).then_some(())
+    })
+    .expect("scaled up to 5");
+    wait_for(WAIT, || {
+        (forecourt.replicas("shop", "stable") == 5).then_some(())
+    })
+    .expect("5 read back");
+    // ...lowering does not, however often it is ordered.
+    for n in [4, 2, 0] {
+        assert!(order(n).is_err(), "{n} went through");
+    }
+    assert_eq!(
+        forecourt.stats().held_scale_downs.load(Ordering::Relaxed),
+        4
+    );
+    let writes: Vec<_> = h
+        .kube
+        .scale_writes()
+        .iter()
+        .map(|w| w.body["spec"]["replicas"].as_u64())
+        .collect();
+    assert_eq!(writes, [Some(5)], "only the scale-up was written");
+    assert_eq!(h.kube.spec_replicas("default", "shop"), Some(5));
+
+    // The hold ends: the same scale-down goes through.
+    *gate.0.lock().unwrap() = None;
+    order(2).unwrap();
+    wait_for(WAIT, || {
+        (h.kube.spec_replicas("default", "shop") == Some(2)).then_some(())
+    })
+    .expect("scaled down to 2 once no longer held");
+    h.run(forecourt.shutdown());
 }

@@ -11,9 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use forecourt_orchestrator::kubernetes::leader::{
-    windows_lease_name, Leadership, LeaseSettings, ReplicaWindows, ServiceWindows, WINDOWS_OF_LABEL,
+    windows_lease_name, Leadership, LeaseSettings, ReplicaWindows, ServiceWindows,
+    HOLD_WHILE_STALE_DURATIONS, WINDOWS_OF_LABEL,
 };
-use forecourt_predictor::SystemClock;
+use forecourt_predictor::{Clock, ManualClock, SystemClock};
 use forecourt_test_utils::fake_kube::{FakeKube, PodRunner, RunningPod};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -67,9 +68,14 @@ struct Replica {
 
 impl Replica {
     fn new(id: &'static str) -> Self {
+        Self::with_clock(id, Arc::new(SystemClock::new()))
+    }
+
+    /// A replica whose local time (change observation, deadlines) is `clock`.
+    fn with_clock(id: &'static str, clock: Arc<dyn Clock>) -> Self {
         Replica {
             id,
-            leadership: Leadership::new(settings(id), Arc::new(SystemClock::new())),
+            leadership: Leadership::new(settings(id), clock),
             stop: None,
             task: None,
         }
@@ -339,6 +345,99 @@ fn a_leader_cut_off_from_the_api_steps_down_and_recovers() {
             assert_eq!(holder(fake), None);
             done.store(true, Ordering::Relaxed);
             assert_eq!(most.load(Ordering::Relaxed), 1, "never two leaders at once");
+        })
+    });
+}
+
+#[test]
+fn a_stale_peer_holds_scale_downs_until_its_lease_is_gone() {
+    run(|fake| {
+        Box::pin(async move {
+            // a judges b's Lease on a clock the test moves; b renews on real time.
+            let clock = Arc::new(ManualClock::new(1_000_000));
+            let mut a = Replica::with_clock("a", clock.clone());
+            let mut b = Replica::new("b");
+            let duration_ms = DURATION.as_millis() as u64;
+            let peers_of_a = |a: &Replica| {
+                a.leadership
+                    .peers()
+                    .iter()
+                    .map(|w| w.identity.clone())
+                    .collect::<Vec<_>>()
+            };
+            a.start(fake);
+            eventually(DURATION * 3, "a leads", || a.leadership.is_leader()).await;
+            b.start(fake);
+            eventually(DURATION * 3, "a sees b's windows", || {
+                peers_of_a(&a) == ["b"]
+            })
+            .await;
+            assert_eq!(a.leadership.hold_scale_down(), None);
+
+            // b crashes: its Lease stays, unchanged. Once stale on a's clock, a holds scale-downs.
+            b.abort().await;
+            clock.advance_ms(duration_ms);
+            eventually(DURATION * 3, "b is stale", || {
+                a.leadership.stale_peers().as_slice() == ["b"]
+            })
+            .await;
+            assert!(
+                peers_of_a(&a).is_empty(),
+                "a stale peer's load is not summed"
+            );
+            let reason = a
+                .leadership
+                .hold_scale_down()
+                .expect("scale-downs are held");
+            assert!(reason.contains('b'), "{reason}");
+            assert_eq!(a.leadership.stats().stale_peers, 1);
+
+            // Stale beyond the bound: b counts as gone, scale-downs resume.
+            clock.advance_ms(duration_ms * HOLD_WHILE_STALE_DURATIONS);
+            eventually(DURATION * 3, "b is gone for good", || {
+                a.leadership.hold_scale_down().is_none()
+            })
+            .await;
+
+            // b comes back (renewing the Lease it left), then goes stale again: held again,
+            // until its Lease is deleted.
+            b.start(fake);
+            eventually(DURATION * 3, "b is back", || peers_of_a(&a) == ["b"]).await;
+            b.abort().await;
+            clock.advance_ms(duration_ms);
+            eventually(DURATION * 3, "b is stale again", || {
+                a.leadership.hold_scale_down().is_some()
+            })
+            .await;
+            let config = kube::Config::new(fake.url().parse().unwrap());
+            let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+                kube::Api::namespaced(kube::Client::try_from(config).unwrap(), NAMESPACE);
+            leases
+                .delete(&windows_lease_name(LEASE, "b"), &Default::default())
+                .await
+                .unwrap();
+            eventually(DURATION * 3, "b's deleted Lease releases the hold", || {
+                a.leadership.hold_scale_down().is_none()
+            })
+            .await;
+
+            // A clean stop deletes the replica's own Lease (with its uid as precondition).
+            b.start(fake);
+            eventually(DURATION * 3, "b is back again", || peers_of_a(&a) == ["b"]).await;
+            b.shut_down().await;
+            assert!(
+                fake.lease(NAMESPACE, &windows_lease_name(LEASE, "b"))
+                    .is_none(),
+                "b deleted its windows Lease"
+            );
+            let own = fake
+                .lease(NAMESPACE, &windows_lease_name(LEASE, "a"))
+                .expect("a's windows Lease");
+            assert_eq!(
+                own["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+                "forecourt"
+            );
+            a.shut_down().await;
         })
     });
 }

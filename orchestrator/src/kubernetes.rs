@@ -4,13 +4,22 @@
 //!
 //! ```text
 //!  control loop ─ set_replicas(service, version, n) ─► ScaleTarget task (one per service/version)
-//!                                                         │ GET scale ─ someone else changed it? log, re-plan
-//!                                                         │ PATCH scale {spec.replicas: n} (merge, field manager)
-//!                                                         │ version: create Deployment + headless Service first
-//!                                                         └ failure: count, log, retry with back-off
+//!     │ n lowers replicas while a peer's windows are   │ GET scale ─ someone else changed it? log, re-plan
+//!     │ stale (leader::Leadership::hold_scale_down):   │ PATCH scale {spec.replicas: n} (merge, field manager)
+//!     └─► refused, counted, the replicas stay          │ version: GET its Deployment; create it + headless
+//!                                                      │   Service when missing; no managed-by label: refuse
+//!                                                      │   (no write); PATCH scale with its resourceVersion
+//!                                                      └ failure: count, log, retry with back-off
+//!  remove_version ─► GET · managed-by label? ─► DELETE (uid precondition) · else leave it, warn, count
 //!  EndpointSlice watches (one per Service) ─► endpoints::ServiceEndpoints ─► Update::Reset ─► Fleet
 //!                                                                              └─► health checker confirms
 //! ```
+//!
+//! Forecourt scales the stable Deployments the policy names (they are the user's; scaling them is
+//! the point), but changes or deletes a version's Deployment and Service only when they carry
+//! `app.kubernetes.io/managed-by: forecourt` ([`version::MANAGED_BY_LABEL`]): a user's object that
+//! happens to have the same name is read, refused (logged, counted in
+//! [`KubernetesStats::refused_writes`]) and left alone.
 //!
 //! Nothing here is on the request path. When the API server is slow, failing or unreachable,
 //! the proxy keeps routing on the last instance list (a watch that restarts relists before it
@@ -19,11 +28,12 @@
 pub mod cluster;
 pub mod endpoints;
 pub mod leader;
+mod names;
 mod retry;
 pub mod version;
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use ahash::AHashMap;
@@ -33,7 +43,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
@@ -155,6 +165,11 @@ pub struct KubernetesStats {
     pub watch_restarts: AtomicU64,
     /// Endpoint-list changes handed to the proxy.
     pub endpoint_updates: AtomicU64,
+    /// Writes refused because the object lacks Forecourt's managed-by label (a same-named object
+    /// someone else created): each refused patch or delete attempt.
+    pub refused_writes: AtomicU64,
+    /// Orders that would have lowered replicas, refused while a peer's windows were stale.
+    pub held_scale_downs: AtomicU64,
 }
 
 impl KubernetesStats {
@@ -179,6 +194,8 @@ struct ScaleTarget {
     remove: watch::Sender<bool>,
     /// The last failure, cleared by a success.
     last_error: Mutex<Option<String>>,
+    /// Whether the last order was held as a scale-down (logged once per hold).
+    holding: AtomicBool,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -214,6 +231,34 @@ struct Shared {
     instances: Mutex<AHashMap<String, Vec<InstanceInfo>>>,
     subscribers: Mutex<Vec<UnboundedSender<Update>>>,
     shutdown: watch::Sender<bool>,
+    /// Says when orders that lower replicas must wait (the election: a peer's windows are stale).
+    gate: OnceLock<Arc<dyn ScaleDownGate>>,
+}
+
+/// Says whether orders that would lower replicas must wait, and why.
+pub trait ScaleDownGate: Send + Sync + 'static {
+    /// `Some(reason)` while scale-downs are held; `None` when they may go ahead.
+    fn hold_scale_down(&self) -> Option<String>;
+}
+
+impl ScaleDownGate for leader::Leadership {
+    fn hold_scale_down(&self) -> Option<String> {
+        leader::Leadership::hold_scale_down(self)
+    }
+}
+
+/// Why an order of `wanted` replicas must wait: it lowers `current` (the replicas read, else
+/// ordered; unknown: nothing to lower) while `gate` holds scale-downs. Raising is never held.
+fn scale_down_hold(
+    gate: Option<&dyn ScaleDownGate>,
+    current: Option<u32>,
+    wanted: u32,
+) -> Option<String> {
+    let current = current?;
+    if wanted >= current {
+        return None;
+    }
+    gate?.hold_scale_down()
 }
 
 type WatchKey = (String, String, Option<PortSpec>, Vec<String>);
@@ -252,10 +297,17 @@ impl KubernetesOrchestrator {
                 instances: Mutex::new(AHashMap::new()),
                 subscribers: Mutex::new(Vec::new()),
                 shutdown,
+                gate: OnceLock::new(),
             }),
         };
         orchestrator.configure(services);
         orchestrator
+    }
+
+    /// From now on, orders that would lower replicas are refused while `gate` holds scale-downs
+    /// (the leader election, while a peer's windows are stale); set once, later calls are ignored.
+    pub fn hold_scale_downs_with(&self, gate: Arc<dyn ScaleDownGate>) {
+        let _ = self.shared.gate.set(gate);
     }
 
     /// The backend's counters.
@@ -383,6 +435,7 @@ impl KubernetesOrchestrator {
             observed: AtomicU32::new(u32::MAX),
             remove: watch::channel(false).0,
             last_error: Mutex::new(None),
+            holding: AtomicBool::new(false),
             task: Mutex::new(None),
         });
         let task = tokio::spawn(run_target(
@@ -428,6 +481,43 @@ impl Orchestrator for KubernetesOrchestrator {
         replicas: u32,
     ) -> Result<(), OrchestratorError> {
         let target = self.service_target(service, version)?;
+        let observed = match target.observed.load(Ordering::Acquire) {
+            u32::MAX => None,
+            observed => Some(observed),
+        };
+        let current = observed.or(*target.ordered.borrow());
+        let gate = self.shared.gate.get().map(|gate| gate.as_ref());
+        if let Some(reason) = scale_down_hold(gate, current, replicas) {
+            self.shared
+                .stats
+                .held_scale_downs
+                .fetch_add(1, Ordering::Relaxed);
+            if !target.holding.swap(true, Ordering::AcqRel) {
+                tracing::warn!(service, version, from = current, to = replicas, %reason, "holding a scale-down");
+            }
+            // A lower order not written yet waits as well: keep what is there.
+            if let Some(observed) = observed {
+                target.ordered.send_if_modified(|ordered| match *ordered {
+                    Some(pending) if pending < observed => {
+                        *ordered = Some(observed);
+                        true
+                    }
+                    _ => false,
+                });
+            }
+            return Err(OrchestratorError::ScaleDownHeld {
+                service: service.to_owned(),
+                reason,
+            });
+        }
+        if target.holding.swap(false, Ordering::AcqRel) {
+            tracing::info!(
+                service,
+                version,
+                to = replicas,
+                "scale-downs are no longer held"
+            );
+        }
         target.ordered.send_if_modified(|ordered| {
             let changed = *ordered != Some(replicas);
             *ordered = Some(replicas);
@@ -602,13 +692,31 @@ async fn watch_endpoints(shared: std::sync::Weak<Shared>, service: KubernetesSer
 
 /// Why one step of a scale target failed.
 struct StepError {
-    call: ApiCall,
+    /// The API call that failed; `None` when Forecourt refused to change an object it did not
+    /// create (no call was made).
+    call: Option<ApiCall>,
+    /// What went wrong, in words.
     message: String,
+}
+
+impl StepError {
+    /// A refusal to change `kind` `name`, which lacks [`version::MANAGED_BY_LABEL`].
+    fn refused(kind: &str, name: &str) -> Self {
+        Self {
+            call: None,
+            message: format!(
+                "{kind} {name} exists without the label {}={}: Forecourt did not create it and \
+                 will not change it (rename that object or the version)",
+                version::MANAGED_BY_LABEL,
+                version::MANAGED_BY
+            ),
+        }
+    }
 }
 
 fn step_error(call: ApiCall) -> impl Fn(CallError) -> StepError {
     move |failure| StepError {
-        call,
+        call: Some(call),
         message: failure.to_string(),
     }
 }
@@ -639,12 +747,42 @@ where
     }
 }
 
-/// Deletes `name`; one already gone is fine.
-async fn delete<K>(api: &Api<K>, name: &str) -> Result<(), CallError>
+/// Deletes the `kind` `name` when it carries [`version::MANAGED_BY_LABEL`], with its uid as
+/// precondition (so a same-named successor created meanwhile is not deleted); one already gone
+/// is fine; one without the label is left alone, logged and counted.
+async fn delete_managed<K>(
+    api: &Api<K>,
+    kind: &str,
+    name: &str,
+    service: &KubernetesService,
+    stats: &KubernetesStats,
+) -> Result<(), CallError>
 where
-    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    match call(api.delete(name, &DeleteParams::background())).await {
+    let Some(found) = get_opt(api, name).await? else {
+        return Ok(());
+    };
+    if !version::is_managed(found.meta()) {
+        stats.refused_writes.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            service = %service.name,
+            kind,
+            name,
+            "not deleting an object without the label {}={}: Forecourt did not create it",
+            version::MANAGED_BY_LABEL,
+            version::MANAGED_BY
+        );
+        return Ok(());
+    }
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            resource_version: None,
+            uid: found.meta().uid.clone(),
+        }),
+        ..DeleteParams::background()
+    };
+    match call(api.delete(name, &params)).await {
         Err(CallError::NotFound) => Ok(()),
         other => other.map(drop),
     }
@@ -705,7 +843,7 @@ async fn run_target(
         let wanted = *ordered.borrow_and_update();
         let removing = *remove.borrow_and_update();
         let result = if removing {
-            remove_version(&deployments, &services, &service, version_name).await
+            remove_version(&deployments, &services, &service, version_name, &stats).await
         } else {
             step(
                 &deployments,
@@ -737,30 +875,56 @@ async fn run_target(
                 }
             }
             Err(error) => {
-                stats.failed(error.call);
+                let what = match error.call {
+                    Some(call) => {
+                        stats.failed(call);
+                        call.as_str()
+                    }
+                    None => {
+                        stats.refused_writes.fetch_add(1, Ordering::Relaxed);
+                        "refused"
+                    }
+                };
                 let wait = backoff.next();
                 retry_in = Some(wait);
                 let (log, failures) = throttle.failed(&error.message);
-                if log {
+                if log && error.call.is_none() {
                     tracing::warn!(
                         service = %service.name,
                         version = version_name,
                         deployment = %name,
-                        call = error.call.as_str(),
+                        error = %error.message,
+                        retry_in = ?wait,
+                        refusals = failures,
+                        "not changing an object Forecourt did not create; checking again later"
+                    );
+                } else if log {
+                    tracing::warn!(
+                        service = %service.name,
+                        version = version_name,
+                        deployment = %name,
+                        call = what,
                         error = %error.message,
                         retry_in = ?wait,
                         failures,
                         "Kubernetes API call failed; retrying"
                     );
                 }
-                target.set_error(Some(format!("{}: {}", error.call.as_str(), error.message)));
+                target.set_error(Some(format!("{what}: {}", error.message)));
             }
         }
     }
 }
 
-/// One pass for a target: read the scale, notice outside changes, create a version's objects
+/// Read-check-patch attempts of a version's scale when its Deployment changes in between (409).
+const PATCH_ATTEMPTS: u32 = 3;
+
+/// One pass for a target: read the replicas, notice outside changes, create a version's objects
 /// when it is wanted and missing, and patch `spec.replicas` when it differs from the order.
+///
+/// The stable Deployment is the user's and scaling it is the point; a version's Deployment is
+/// read whole first and changed only when it carries [`version::MANAGED_BY_LABEL`], and its scale
+/// patch names the resourceVersion read, so the object checked is the object patched.
 #[allow(clippy::too_many_arguments)]
 async fn step(
     deployments: &Api<Deployment>,
@@ -774,129 +938,229 @@ async fn step(
     target: &ScaleTarget,
     stats: &KubernetesStats,
 ) -> Result<(), StepError> {
-    let scale = match (call(deployments.get_scale(name)).await, version) {
-        // A version whose Deployment does not exist (yet): create it when it is wanted.
-        (Err(CallError::NotFound), Some(version)) => {
-            target.observed.store(0, Ordering::Release);
-            let Some(replicas) = wanted.filter(|n| *n > 0) else {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let read = match version {
+            None => read_scale(deployments, name).await?,
+            Some(version) => {
+                let read = read_version(
+                    deployments,
+                    services,
+                    service,
+                    version,
+                    name,
+                    wanted,
+                    last_written,
+                    target,
+                )
+                .await?;
+                match read {
+                    Some(read) => read,
+                    None => return Ok(()),
+                }
+            }
+        };
+        let current = read.current;
+        target.observed.store(current, Ordering::Release);
+        if let Some(ours) = *last_written {
+            if current != ours {
+                stats.external_changes.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    service = %service.name,
+                    deployment = %name,
+                    ours,
+                    now = current,
+                    "replicas were changed outside Forecourt; re-planning from the new value"
+                );
+                *last_written = None;
+                // Every pending order was planned from the old value: drop it. The control loop
+                // orders afresh from the new value (`replicas()` reports it now) at its next tick.
+                target.ordered.send_replace(None);
                 return Ok(());
-            };
-            create_version(deployments, services, service, version, replicas)
-                .await
-                .map_err(step_error(ApiCall::CreateVersion))?;
-            *last_written = Some(replicas);
-            target.observed.store(replicas, Ordering::Release);
+            }
+        }
+        let Some(wanted) = *target.ordered.borrow() else {
+            return Ok(());
+        };
+        if wanted == current {
+            *last_written = Some(current);
             return Ok(());
         }
-        (result, _) => result.map_err(step_error(ApiCall::ReadScale))?,
-    };
-    if let Some(version) = version.filter(|_| wanted.unwrap_or(0) > 0) {
-        ensure_version_service(deployments, services, service, version, name)
-            .await
-            .map_err(step_error(ApiCall::CreateVersion))?;
-    }
-    let current = scale
-        .spec
-        .and_then(|s| s.replicas)
-        .and_then(|r| u32::try_from(r).ok())
-        .unwrap_or(0);
-    target.observed.store(current, Ordering::Release);
-    if let Some(ours) = *last_written {
-        if current != ours {
-            stats.external_changes.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(
-                service = %service.name,
-                deployment = %name,
-                ours,
-                now = current,
-                "replicas were changed outside Forecourt; re-planning from the new value"
-            );
-            *last_written = None;
-            // Every pending order was planned from the old value: drop it. The control loop
-            // orders afresh from the new value (`replicas()` reports it now) at its next tick.
-            target.ordered.send_replace(None);
-            return Ok(());
+        let mut patch = serde_json::json!({ "spec": { "replicas": wanted } });
+        if let Some(resource_version) = &read.resource_version {
+            patch["metadata"] = serde_json::json!({ "resourceVersion": resource_version });
         }
-    }
-    let Some(wanted) = *target.ordered.borrow() else {
+        let scale = match call(deployments.patch_scale(name, params, &Patch::Merge(&patch))).await {
+            Ok(scale) => scale,
+            // Changed since it was read: read (and check) it again.
+            Err(CallError::Conflict(_))
+                if read.resource_version.is_some() && attempt < PATCH_ATTEMPTS =>
+            {
+                continue
+            }
+            Err(error) => return Err(step_error(ApiCall::PatchScale)(error)),
+        };
+        let now = scale
+            .spec
+            .and_then(|s| s.replicas)
+            .and_then(|r| u32::try_from(r).ok())
+            .unwrap_or(wanted);
+        stats.scale_patches.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(service = %service.name, deployment = %name, from = current, to = now, "scaled");
+        *last_written = Some(now);
+        target.observed.store(now, Ordering::Release);
         return Ok(());
-    };
-    if wanted == current {
-        *last_written = Some(current);
-        return Ok(());
     }
-    let patch = serde_json::json!({ "spec": { "replicas": wanted } });
-    let scale = call(deployments.patch_scale(name, params, &Patch::Merge(&patch)))
-        .await
-        .map_err(step_error(ApiCall::PatchScale))?;
-    let now = scale
-        .spec
-        .and_then(|s| s.replicas)
-        .and_then(|r| u32::try_from(r).ok())
-        .unwrap_or(wanted);
-    stats.scale_patches.fetch_add(1, Ordering::Relaxed);
-    tracing::info!(service = %service.name, deployment = %name, from = current, to = now, "scaled");
-    *last_written = Some(now);
-    target.observed.store(now, Ordering::Release);
-    Ok(())
 }
 
-/// Creates a version's Deployment (from the stable one) and its headless Service.
+/// A target's `spec.replicas` as read, and (for a version) the resourceVersion it was read at.
+struct ScaleRead {
+    /// `spec.replicas`.
+    current: u32,
+    /// The Deployment's resourceVersion: the precondition of the patch that follows.
+    resource_version: Option<String>,
+}
+
+/// Reads the stable Deployment's `scale` subresource.
+async fn read_scale(deployments: &Api<Deployment>, name: &str) -> Result<ScaleRead, StepError> {
+    let scale = call(deployments.get_scale(name))
+        .await
+        .map_err(step_error(ApiCall::ReadScale))?;
+    Ok(ScaleRead {
+        current: scale
+            .spec
+            .and_then(|s| s.replicas)
+            .and_then(|r| u32::try_from(r).ok())
+            .unwrap_or(0),
+        resource_version: None,
+    })
+}
+
+/// Reads a version's Deployment. Missing: created (with its Service) when replicas are wanted,
+/// and `None` (nothing more this pass). Present without the managed-by label: refused. Else its
+/// replicas, after making sure its Service exists when replicas are wanted.
+#[allow(clippy::too_many_arguments)]
+async fn read_version(
+    deployments: &Api<Deployment>,
+    services: &Api<Service>,
+    service: &KubernetesService,
+    version: &VersionConfig,
+    name: &str,
+    wanted: Option<u32>,
+    last_written: &mut Option<u32>,
+    target: &ScaleTarget,
+) -> Result<Option<ScaleRead>, StepError> {
+    let found = get_opt(deployments, name)
+        .await
+        .map_err(step_error(ApiCall::ReadScale))?;
+    let Some(deployment) = found else {
+        target.observed.store(0, Ordering::Release);
+        let Some(replicas) = wanted.filter(|n| *n > 0) else {
+            return Ok(None);
+        };
+        create_version(deployments, services, service, version, replicas).await?;
+        *last_written = Some(replicas);
+        target.observed.store(replicas, Ordering::Release);
+        return Ok(None);
+    };
+    if !version::is_managed(&deployment.metadata) {
+        return Err(StepError::refused("Deployment", name));
+    }
+    if wanted.unwrap_or(0) > 0 {
+        ensure_version_service(services, service, version, &deployment).await?;
+    }
+    Ok(Some(ScaleRead {
+        current: deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.replicas)
+            .and_then(|r| u32::try_from(r).ok())
+            .unwrap_or(0),
+        resource_version: deployment.metadata.resource_version.clone(),
+    }))
+}
+
+/// Creates a version's Deployment (from the stable one) and its headless Service. A Deployment
+/// of that name created meanwhile is used only when it carries the managed-by label.
 async fn create_version(
     deployments: &Api<Deployment>,
     services: &Api<Service>,
     service: &KubernetesService,
     version: &VersionConfig,
     replicas: u32,
-) -> Result<(), CallError> {
-    let stable = call(deployments.get(&service.deployment)).await?;
-    let derived = version::derive_deployment(&stable, version, replicas)
-        .map_err(|e| CallError::Failed(format!("deployment {}: {e}", service.deployment)))?;
+) -> Result<(), StepError> {
+    let failed = step_error(ApiCall::CreateVersion);
+    let stable = call(deployments.get(&service.deployment))
+        .await
+        .map_err(&failed)?;
+    let derived =
+        version::derive_deployment(&stable, version, replicas).map_err(|e| StepError {
+            call: Some(ApiCall::CreateVersion),
+            message: format!("deployment {}: {e}", service.deployment),
+        })?;
     let name = derived.metadata.name.clone().unwrap_or_default();
-    create(deployments, &derived).await?;
-    tracing::info!(service = %service.name, version = %version.version, deployment = %name, replicas, "version deployed");
-    ensure_version_service(deployments, services, service, version, &name).await
+    let deployment = match call(deployments.create(&PostParams::default(), &derived)).await {
+        Ok(created) => {
+            tracing::info!(service = %service.name, version = %version.version, deployment = %name, replicas, "version deployed");
+            created
+        }
+        // Created meanwhile: by another Forecourt (fine), or by someone else (not ours to use).
+        Err(CallError::Conflict(_)) => {
+            let existing = call(deployments.get(&name)).await.map_err(&failed)?;
+            if !version::is_managed(&existing.metadata) {
+                return Err(StepError::refused("Deployment", &name));
+            }
+            existing
+        }
+        Err(error) => return Err(failed(error)),
+    };
+    ensure_version_service(services, service, version, &deployment).await
 }
 
-/// Creates the version's headless Service when it is missing.
+/// Creates the version's headless Service, selecting `deployment`'s pods, when it is missing;
+/// refuses when a Service of that name exists without the managed-by label (its endpoints are
+/// not the version's).
 async fn ensure_version_service(
-    deployments: &Api<Deployment>,
     services: &Api<Service>,
     service: &KubernetesService,
     version: &VersionConfig,
-    deployment_name: &str,
-) -> Result<(), CallError> {
+    deployment: &Deployment,
+) -> Result<(), StepError> {
+    let failed = step_error(ApiCall::CreateVersion);
     let name = version::version_object_name(&service.endpoints_service, &version.version);
-    if get_opt(services, &name).await?.is_some() {
-        return Ok(());
+    match get_opt(services, &name).await.map_err(&failed)? {
+        Some(existing) if version::is_managed(&existing.metadata) => return Ok(()),
+        Some(_) => return Err(StepError::refused("Service", &name)),
+        None => {}
     }
-    let stable_service = call(services.get(&service.endpoints_service)).await?;
-    let deployment = call(deployments.get(deployment_name)).await?;
+    let stable_service = call(services.get(&service.endpoints_service))
+        .await
+        .map_err(&failed)?;
     create(
         services,
-        &version::derive_service(&stable_service, &deployment, version),
+        &version::derive_service(&stable_service, deployment, version),
     )
     .await
+    .map_err(&failed)
 }
 
-/// Deletes a version's Deployment and Service.
+/// Deletes a version's Deployment and Service, each only when it carries the managed-by label
+/// (a user's object of the same name is left alone, logged and counted).
 async fn remove_version(
     deployments: &Api<Deployment>,
     services: &Api<Service>,
     service: &KubernetesService,
     version: &str,
+    stats: &KubernetesStats,
 ) -> Result<(), StepError> {
     let failed = step_error(ApiCall::DeleteVersion);
-    delete(
-        deployments,
-        &version::version_object_name(&service.deployment, version),
-    )
-    .await
-    .map_err(&failed)?;
-    delete(
-        services,
-        &version::version_object_name(&service.endpoints_service, version),
-    )
-    .await
-    .map_err(&failed)
+    let deployment = version::version_object_name(&service.deployment, version);
+    delete_managed(deployments, "Deployment", &deployment, service, stats)
+        .await
+        .map_err(&failed)?;
+    let headless = version::version_object_name(&service.endpoints_service, version);
+    delete_managed(services, "Service", &headless, service, stats)
+        .await
+        .map_err(&failed)
 }

@@ -4,7 +4,8 @@
 //! ```text
 //!  $KUBECONFIG / ~/.kube/config / in-cluster service account ─► kube::Client
 //!        ├─► KubernetesOrchestrator (scale, endpoints, versions)
-//!        └─► Leadership::run (background) ─► is_leader, peers' windows
+//!        │     ▲ hold_scale_downs_with(leadership): no scale-down while a peer's windows are stale
+//!        └─► Leadership::run (background) ─► is_leader, peers' windows, stale peers
 //! ```
 
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::leader::{Leadership, LeaseSettings};
-use super::KubernetesOrchestrator;
+use super::{KubernetesOrchestrator, ScaleDownGate};
 
 /// Longest wait at stop for the leader Lease to be released.
 const RELEASE_LIMIT: Duration = Duration::from_secs(3);
@@ -67,6 +68,8 @@ impl Cluster {
             "joining the leader election"
         );
         let leadership = Leadership::new(settings, clock);
+        // The leader holds scale-downs while a peer's windows are stale: its load may be real.
+        orchestrator.hold_scale_downs_with(Arc::clone(&leadership) as Arc<dyn ScaleDownGate>);
         let (stop, stopped) = watch::channel(false);
         let election = tokio::spawn(Arc::clone(&leadership).run(client, stopped));
         Ok(Self {

@@ -14,7 +14,10 @@
 //!   publish(ReplicaWindows) ─► PUT Lease {lease}-{identity}   annotation forecourt.dev/windows (JSON)
 //!                                                              label forecourt.dev/windows-of={lease}
 //!   LIST Leases by that label ─► PeerBook ─► peers(): the others' windows, changed within duration
+//!                                     ├─► stale_peers(): known, not fresh, for < 4 × duration
+//!                                     │     └─► hold_scale_down(): the backend refuses lower orders
 //!                                     └─► (leader) DELETE those unchanged for 10 × duration
+//!                                           (only with app.kubernetes.io/managed-by: forecourt)
 //!
 //!   shutdown ─► step down ─► release {lease} (holder cleared: failover at once)
 //!                          ─► DELETE {lease}-{identity}
@@ -42,7 +45,16 @@
 //! Every replica writes its latest [`ReplicaWindows`] as JSON in an annotation of its own Lease,
 //! renewing it each period; every replica lists them (cheap, and a new leader then already knows
 //! which peers are alive) and keeps the windows of Leases it has seen change within the lease
-//! duration. The leader deletes windows Leases nobody renewed for ten durations (crashed replicas).
+//! duration. The leader deletes windows Leases nobody renewed for ten durations (crashed replicas),
+//! but only those labelled `app.kubernetes.io/managed-by: forecourt` (every windows Lease
+//! Forecourt writes is); a replica overwrites or deletes the Lease under its own windows name
+//! only when it is its own (that label, or its windows label and holder).
+//!
+//! A peer whose Lease stops changing drops out of the sum, but its traffic may still be real (it
+//! cannot reach the API server, or the leader cannot). While a peer that was listed is stale —
+//! until it is deleted or has been stale for [`HOLD_WHILE_STALE_DURATIONS`] more durations —
+//! [`Leadership::hold_scale_down`] says so, and the Kubernetes backend refuses orders that would
+//! lower replicas (orders that raise them go through).
 //!
 //! Why Leases and not ConfigMaps: least privilege. The proxy needs no ConfigMap write permission,
 //! so a compromised replica cannot rewrite its own policy ConfigMap. Leases are the API's heartbeat
@@ -75,12 +87,13 @@ mod election;
 mod windows;
 
 use super::retry::{bounded_call, Backoff, CallError, Throttle};
+use super::version::{MANAGED_BY, MANAGED_BY_LABEL};
 use election::{claim, decide, duration_seconds, observe, released, Claimant, LeaseRecord, Step};
-use windows::{listed, own_lease, PeerBook, Publisher};
+use windows::{is_own_windows_lease, listed, own_lease, PeerBook, Publisher};
 
 pub use windows::{
-    windows_label, windows_lease_name, GARBAGE_AFTER_DURATIONS, MAX_WINDOWS_JSON,
-    WINDOWS_ANNOTATION, WINDOWS_OF_LABEL,
+    windows_label, windows_lease_name, GARBAGE_AFTER_DURATIONS, HOLD_WHILE_STALE_DURATIONS,
+    MAX_WINDOWS_JSON, WINDOWS_ANNOTATION, WINDOWS_OF_LABEL,
 };
 
 /// Shortest retry period, whatever the duration (a zero period would spin).
@@ -188,6 +201,10 @@ pub struct LeadershipStats {
     pub conflicts: u64,
     /// Other replicas whose windows are fresh.
     pub peers: usize,
+    /// Other replicas whose windows are stale but not yet gone: scale-downs are held meanwhile.
+    pub stale_peers: usize,
+    /// Writes and deletes of Leases not labelled as Forecourt's that were refused.
+    pub refused_writes: u64,
 }
 
 /// This replica's view of the election, shared with the control loop (lock-free reads).
@@ -206,6 +223,8 @@ pub struct Leadership {
     local: ArcSwapOption<ReplicaWindows>,
     /// The other replicas' fresh windows.
     peers: ArcSwap<Vec<ReplicaWindows>>,
+    /// The identities of peers whose windows are stale, not yet gone.
+    stale: ArcSwap<Vec<String>>,
     /// See [`LeadershipStats::transitions`].
     transitions: AtomicU64,
     /// See [`LeadershipStats::renewals`].
@@ -214,6 +233,8 @@ pub struct Leadership {
     api_errors: AtomicU64,
     /// See [`LeadershipStats::conflicts`].
     conflicts: AtomicU64,
+    /// See [`LeadershipStats::refused_writes`].
+    refused_writes: AtomicU64,
 }
 
 impl std::fmt::Debug for Leadership {
@@ -238,10 +259,12 @@ impl Leadership {
             leader: ArcSwapOption::empty(),
             local: ArcSwapOption::empty(),
             peers: ArcSwap::from_pointee(Vec::new()),
+            stale: ArcSwap::from_pointee(Vec::new()),
             transitions: AtomicU64::new(0),
             renewals: AtomicU64::new(0),
             api_errors: AtomicU64::new(0),
             conflicts: AtomicU64::new(0),
+            refused_writes: AtomicU64::new(0),
         })
     }
 
@@ -272,6 +295,27 @@ impl Leadership {
         self.peers.load_full()
     }
 
+    /// The identities of the peers whose windows are stale but that are not gone yet (listed,
+    /// not renewed within the lease duration, for less than [`HOLD_WHILE_STALE_DURATIONS`] more
+    /// durations), sorted.
+    pub fn stale_peers(&self) -> Arc<Vec<String>> {
+        self.stale.load_full()
+    }
+
+    /// Why orders that lower replicas must wait now (`None`: they need not): some peer's windows
+    /// are stale, so the sum of load misses traffic that may still be real.
+    pub fn hold_scale_down(&self) -> Option<String> {
+        let stale = self.stale.load();
+        if stale.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "scale-down held while the windows of peer(s) {} are stale (for up to {} more lease durations)",
+            stale.join(", "),
+            HOLD_WHILE_STALE_DURATIONS
+        ))
+    }
+
     /// The counters, for `/metrics`.
     pub fn stats(&self) -> LeadershipStats {
         LeadershipStats {
@@ -282,6 +326,8 @@ impl Leadership {
             api_errors: self.api_errors.load(Ordering::Relaxed),
             conflicts: self.conflicts.load(Ordering::Relaxed),
             peers: self.peers.load().len(),
+            stale_peers: self.stale.load().len(),
+            refused_writes: self.refused_writes.load(Ordering::Relaxed),
         }
     }
 
@@ -493,6 +539,13 @@ impl Leadership {
                     }
                 },
             };
+            if let Some(foreign) = base
+                .as_ref()
+                .filter(|b| !is_own_windows_lease(b, &shell.label, &self.settings.identity))
+            {
+                self.refuse(&mut shell.logs.foreign, foreign, "overwrite");
+                return true;
+            }
             let lease = own_lease(base.as_ref(), &by, json.clone());
             let written = match base {
                 Some(_) => {
@@ -547,12 +600,25 @@ impl Leadership {
         };
         let now_ms = self.clock.now_ms();
         let duration_ms = self.settings.duration_ms();
-        self.peers
-            .store(Arc::new(shell.book.fresh(now_ms, duration_ms)));
+        self.refresh_peers(&shell.book, now_ms);
         if !listed_ok || !self.is_leader() {
             return listed_ok;
         }
-        for (name, resource_version) in shell.book.garbage(now_ms, duration_ms) {
+        let garbage = shell.book.garbage(now_ms, duration_ms);
+        shell
+            .refused
+            .retain(|refused| garbage.iter().any(|(name, ..)| name == refused));
+        for (name, resource_version, managed) in garbage {
+            if !managed {
+                if shell.refused.insert(name.clone()) {
+                    self.refused_writes.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        lease = %name,
+                        "not deleting a stale windows lease without the label {MANAGED_BY_LABEL}={MANAGED_BY}: Forecourt did not create it"
+                    );
+                }
+                continue;
+            }
             let params = DeleteParams {
                 preconditions: Some(Preconditions {
                     resource_version,
@@ -580,6 +646,48 @@ impl Leadership {
         }
         self.recovered(&mut shell.logs.garbage, "stale windows leases");
         true
+    }
+
+    /// Stores the fresh and the stale peers of `book` as of local time `now_ms`, and logs when
+    /// the stale ones change (they hold the leader's scale-downs).
+    fn refresh_peers(&self, book: &PeerBook, now_ms: u64) {
+        let duration_ms = self.settings.duration_ms();
+        self.peers.store(Arc::new(book.fresh(now_ms, duration_ms)));
+        let stale = book.stale(now_ms, duration_ms);
+        let before = self.stale.swap(Arc::new(stale.clone()));
+        if *before == stale {
+            return;
+        }
+        // Only the leader's decisions are held: followers note it quietly.
+        if !self.is_leader() {
+            tracing::debug!(lease = %self.settings.lease, stale = ?stale, "peers with stale windows");
+        } else if stale.is_empty() {
+            tracing::info!(
+                lease = %self.settings.lease,
+                "no peer's windows are stale any more: scale-downs may go ahead"
+            );
+        } else {
+            tracing::info!(
+                lease = %self.settings.lease,
+                stale = ?stale,
+                "peers' windows are not fresh: their load may still be real, so scale-downs are held for up to {HOLD_WHILE_STALE_DURATIONS} more lease durations"
+            );
+        }
+    }
+
+    /// Counts and logs (throttled) a refused write of `lease`, which Forecourt did not create.
+    fn refuse(&self, throttle: &mut Throttle, lease: &Lease, what: &str) {
+        self.refused_writes.fetch_add(1, Ordering::Relaxed);
+        let name = lease.metadata.name.as_deref().unwrap_or("");
+        let (log, refusals) = throttle.failed(name);
+        if log {
+            tracing::warn!(
+                lease = %name,
+                identity = %self.settings.identity,
+                refusals,
+                "not going to {what} a lease without the label {MANAGED_BY_LABEL}={MANAGED_BY}: Forecourt did not create it"
+            );
+        }
     }
 
     // --- stopping ---
@@ -626,11 +734,49 @@ impl Leadership {
                 }
             }
         }
-        match self
-            .call(shell.api.delete(&shell.own_name, &DeleteParams::default()))
-            .await
-        {
-            Ok(_) | Err(CallError::NotFound) => {}
+        let own = match shell.own.take() {
+            Some(own) => Some(own),
+            None => match self.call(shell.api.get_opt(&shell.own_name)).await {
+                Ok(found) => found,
+                Err(error) => {
+                    self.failed(
+                        &mut shell.logs.windows,
+                        "read this replica's windows lease to delete it",
+                        &error,
+                    );
+                    None
+                }
+            },
+        };
+        let own = own.filter(|lease| {
+            let mine = is_own_windows_lease(lease, &shell.label, &self.settings.identity);
+            if !mine {
+                self.refuse(&mut shell.logs.foreign, lease, "delete");
+            }
+            mine
+        });
+        let deleted = match own {
+            // The uid precondition: only the very Lease just read or written, never a successor.
+            Some(own) => {
+                let params = DeleteParams {
+                    preconditions: Some(Preconditions {
+                        resource_version: None,
+                        uid: own.metadata.uid.clone(),
+                    }),
+                    ..DeleteParams::default()
+                };
+                self.call(shell.api.delete(&shell.own_name, &params))
+                    .await
+                    .map(drop)
+            }
+            None => Ok(()),
+        };
+        match deleted {
+            Ok(()) | Err(CallError::NotFound) => {}
+            // Replaced since it was read: not this replica's to delete any more.
+            Err(CallError::Conflict(_)) => {
+                self.conflicts.fetch_add(1, Ordering::Relaxed);
+            }
             Err(error) => {
                 self.failed(
                     &mut shell.logs.windows,
@@ -708,6 +854,8 @@ struct Shell {
     book: PeerBook,
     /// `name@version` of unreadable windows Leases already reported.
     unreadable: std::collections::HashSet<String>,
+    /// Stale windows Leases without the managed-by label, already reported (never deleted).
+    refused: std::collections::HashSet<String>,
     /// Wait after failures.
     backoff: Backoff,
     /// Log throttles, per kind of call.
@@ -727,6 +875,8 @@ struct Logs {
     peers: Throttle,
     /// Deleting stale windows Leases.
     garbage: Throttle,
+    /// A Lease not Forecourt's under this replica's windows Lease name.
+    foreign: Throttle,
 }
 
 impl Shell {
@@ -741,6 +891,7 @@ impl Shell {
             own: None,
             book: PeerBook::default(),
             unreadable: std::collections::HashSet::new(),
+            refused: std::collections::HashSet::new(),
             backoff: Backoff::new((retry / 8).max(MIN_RETRY_PERIOD), retry),
             logs: Logs::default(),
         }

@@ -15,6 +15,12 @@
 //! stable Service selects (for example `track`), or the stable Service lists the version's pods
 //! too (Forecourt still keeps them apart: an address listed by the version's Service is the
 //! version's).
+//!
+//! Both objects are named [`version_object_name`]: `<stable>-<version>` when that is a valid
+//! Service name (a DNS-1035 label of at most 63 characters), else shortened with a stable hash of
+//! the full name appended, so two versions never share a name and every replica agrees on it.
+//! Both carry [`MANAGED_BY_LABEL`]; Forecourt changes or deletes an object of such a name only
+//! when it does ([`is_managed`]).
 
 use std::collections::BTreeMap;
 
@@ -22,6 +28,8 @@ use forecourt_config::VersionConfig;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
+use super::names;
 
 /// The label that names a pod's version.
 pub const VERSION_LABEL: &str = "forecourt.dev/version";
@@ -32,15 +40,50 @@ pub const MANAGED_BY: &str = "forecourt";
 /// The annotation naming the stable Deployment a version was derived from.
 pub const DERIVED_FROM_ANNOTATION: &str = "forecourt.dev/derived-from";
 
-/// The name of a version's Deployment (and Service): `<stable>-<version>`.
+/// Longest version part kept in a shortened name (the policy allows 30 characters).
+const MAX_VERSION_PART: usize = 30;
+
+/// The name of a version's Deployment (and Service): `<stable>-<version>` when that is a valid
+/// DNS-1035 label (what a Service name must be: at most 63 characters, lowercase letters, digits
+/// and `-`, starting with a letter); otherwise the two sanitized, the stable part shortened to fit,
+/// and `-` plus eight hex digits of a stable hash of `<stable>-<version>` appended. Distinct inputs
+/// stay distinct after shortening, and every replica computes the same name.
 pub fn version_object_name(stable: &str, version: &str) -> String {
-    let mut name = format!("{stable}-{version}");
-    // Object names are DNS labels for Services: at most 63 characters, no trailing '-'.
-    name.truncate(63);
-    while name.ends_with('-') {
-        name.pop();
+    let full = format!("{stable}-{version}");
+    if names::is_dns_1035_label(&full) {
+        return full;
     }
-    name
+    let hash = names::hash_suffix(&full);
+    let version = names::sanitize(version);
+    let version = names::cut(&version, MAX_VERSION_PART);
+    let mut stable = names::sanitize(stable);
+    // A DNS-1035 label starts with a letter.
+    let first = stable.chars().next().or_else(|| version.chars().next());
+    if !first.is_some_and(|c| c.is_ascii_lowercase()) {
+        stable.insert(0, 'v');
+    }
+    let version_room = if version.is_empty() {
+        0
+    } else {
+        version.len() + 1
+    };
+    let room = names::MAX_LABEL - hash.len() - 1 - version_room;
+    let stable = names::cut(&stable, room);
+    [stable, version, hash.as_str()]
+        .iter()
+        .filter(|part| !part.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+/// Whether `meta` carries [`MANAGED_BY_LABEL`]` = `[`MANAGED_BY`]: the object was created by
+/// Forecourt, and Forecourt may scale or delete it.
+pub fn is_managed(meta: &ObjectMeta) -> bool {
+    meta.labels
+        .as_ref()
+        .and_then(|labels| labels.get(MANAGED_BY_LABEL))
+        .is_some_and(|value| value == MANAGED_BY)
 }
 
 /// Why a version Deployment cannot be derived.
@@ -324,9 +367,116 @@ mod tests {
     }
 
     #[test]
-    fn long_names_are_cut_to_a_dns_label() {
-        let name = version_object_name(&"a".repeat(60), "beta");
-        assert_eq!(name.len(), 63);
-        assert_eq!(version_object_name(&"a".repeat(62), "b-c"), "a".repeat(62));
+    fn names_that_fit_are_kept() {
+        assert_eq!(version_object_name("shop", "beta"), "shop-beta");
+        let fits = version_object_name(&"a".repeat(58), "beta");
+        assert_eq!(fits, format!("{}-beta", "a".repeat(58)));
+        assert_eq!(fits.len(), 63);
+    }
+
+    #[test]
+    fn long_names_sharing_a_prefix_stay_distinct_valid_and_stable() {
+        // Both full names share their first 63 characters: truncation alone made them collide.
+        let stable = "a".repeat(60);
+        let one = version_object_name(&stable, "beta-one");
+        let two = version_object_name(&stable, "beta-two");
+        assert_eq!(
+            format!("{stable}-beta-one")[..63],
+            format!("{stable}-beta-two")[..63]
+        );
+        assert_ne!(one, two);
+        for name in [&one, &two] {
+            assert!(names::is_dns_1035_label(name), "{name}");
+            assert!(names::is_label_value(name), "{name}");
+        }
+        // The version stays readable; the same input always gives the same name.
+        assert!(one.contains("-beta-one-"), "{one}");
+        assert_eq!(one, version_object_name(&stable, "beta-one"));
+        // Two stable names that differ only past the cut.
+        let long_a = version_object_name(&format!("{}x", "s".repeat(70)), "beta");
+        let long_b = version_object_name(&format!("{}y", "s".repeat(70)), "beta");
+        assert_ne!(long_a, long_b);
+        assert!(long_a.len() <= 63 && long_b.len() <= 63);
+    }
+
+    #[test]
+    fn a_cut_never_ends_in_a_dash_and_odd_names_become_labels() {
+        // Truncating "aaa…a-b-c" at 63 used to leave "…a-" (then "…a").
+        let name = version_object_name(&"a".repeat(62), "b-c");
+        assert!(names::is_dns_1035_label(&name), "{name}");
+        assert_ne!(name, version_object_name(&"a".repeat(62), "b-d"));
+        // Deployment names are DNS subdomains: dots, up to 253 characters, may start with a digit.
+        for stable in [
+            "shop.web".to_owned(),
+            "9shop".to_owned(),
+            format!("{}.x", "d".repeat(250)),
+            "-".to_owned(),
+            String::new(),
+        ] {
+            for version in ["beta", "1", "-"] {
+                let name = version_object_name(&stable, version);
+                assert!(
+                    names::is_dns_1035_label(&name),
+                    "{stable:?} {version:?}: {name}"
+                );
+            }
+        }
+        assert_ne!(
+            version_object_name("shop.web", "beta"),
+            version_object_name("shop-web", "beta")
+        );
+    }
+
+    #[test]
+    fn every_label_value_on_derived_objects_is_valid() {
+        let mut long = stable();
+        long.metadata.name = Some(format!("{}.shop", "d".repeat(120)));
+        let mut version = beta();
+        version.version = "v".repeat(30);
+        let deployment = derive_deployment(&long, &version, 1).expect("derived");
+        let name = deployment.metadata.name.clone().expect("a name");
+        assert!(names::is_dns_1035_label(&name), "{name}");
+        let stable_service = Service {
+            metadata: ObjectMeta {
+                name: Some("s".repeat(63)),
+                ..ObjectMeta::default()
+            },
+            ..Service::default()
+        };
+        let service = derive_service(&stable_service, &deployment, &version);
+        let service_name = service.metadata.name.clone().expect("a name");
+        assert!(names::is_dns_1035_label(&service_name), "{service_name}");
+        let spec = deployment.spec.as_ref().expect("spec");
+        let label_maps = [
+            deployment.metadata.labels.as_ref(),
+            spec.selector.match_labels.as_ref(),
+            spec.template
+                .metadata
+                .as_ref()
+                .and_then(|m| m.labels.as_ref()),
+            service.metadata.labels.as_ref(),
+            service.spec.as_ref().and_then(|s| s.selector.as_ref()),
+        ];
+        for labels in label_maps.into_iter().flatten() {
+            for (key, value) in labels {
+                assert!(names::is_label_value(value), "{key}={value}");
+            }
+        }
+        // The endpoint watch selects kubernetes.io/service-name=<the Service's name>.
+        assert!(names::is_label_value(&service_name));
+    }
+
+    #[test]
+    fn only_the_managed_by_label_marks_an_object_as_forecourts() {
+        let mut meta = ObjectMeta::default();
+        assert!(!is_managed(&meta));
+        meta.labels = Some(labels(&[(MANAGED_BY_LABEL, "helm")]));
+        assert!(!is_managed(&meta));
+        meta.labels = Some(labels(&[("app", "shop")]));
+        assert!(!is_managed(&meta));
+        meta.labels = Some(labels(&[(MANAGED_BY_LABEL, MANAGED_BY)]));
+        assert!(is_managed(&meta));
+        let derived = derive_deployment(&stable(), &beta(), 1).expect("derived");
+        assert!(is_managed(&derived.metadata));
     }
 }

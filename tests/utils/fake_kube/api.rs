@@ -173,13 +173,33 @@ impl State {
         Ok((written, false))
     }
 
-    /// DELETE: removes an object; answers a success `Status`.
+    /// DELETE: removes an object; answers a success `Status`. `body` is the request's
+    /// `DeleteOptions` (may be empty): its `preconditions` (`uid`, `resourceVersion`) must match
+    /// the stored object, or nothing is deleted and the answer is 409 Conflict, as the real
+    /// server does.
     pub(crate) fn delete_object(
         &mut self,
         kind: Kind,
         namespace: &str,
         name: &str,
+        body: &[u8],
     ) -> Result<Value, ApiError> {
+        let current = self.existing(kind, namespace, name)?;
+        if !body.iter().all(u8::is_ascii_whitespace) {
+            let options = parse_json(body)?;
+            let preconditions = &options["preconditions"];
+            for (field, what) in [("uid", "UID"), ("resourceVersion", "ResourceVersion")] {
+                let Some(wanted) = preconditions[field].as_str() else {
+                    continue;
+                };
+                let actual = current["metadata"][field].as_str().unwrap_or("");
+                if wanted != actual {
+                    return Err(ApiError::precondition_failed(
+                        kind, name, what, wanted, actual,
+                    ));
+                }
+            }
+        }
         let old = self.store.delete(kind, namespace, name)?;
         if kind == Kind::Deployment {
             self.replica_owners

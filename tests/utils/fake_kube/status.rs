@@ -93,6 +93,27 @@ impl ApiError {
         )
     }
 
+    /// A delete whose `preconditions` do not match the object: `Precondition failed: UID in
+    /// precondition: …, UID in object meta: …`.
+    pub(crate) fn precondition_failed(
+        kind: Kind,
+        name: &str,
+        what: &str,
+        wanted: &str,
+        actual: &str,
+    ) -> Self {
+        Self::new(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {} {name:?}: Precondition failed: \
+                 {what} in precondition: {wanted}, {what} in object meta: {actual}",
+                kind.qualified()
+            ),
+            Some(kind.details(name)),
+        )
+    }
+
     /// A server-side apply that would take `field` from `manager` without `force=true`.
     pub(crate) fn apply_conflict(kind: Kind, name: &str, manager: &str, field: &str) -> Self {
         let cause = format!("conflict with {manager:?}");

@@ -305,7 +305,7 @@ fn route(shared: &Arc<Shared>, path: &str, call: Call) -> Result<Response<Body>,
             },
             &Method::DELETE,
         ) => {
-            let status = shared.with(|s| s.delete_object(kind, &namespace, &name))?;
+            let status = shared.with(|s| s.delete_object(kind, &namespace, &name, &call.body))?;
             Ok(json_response(200, &status))
         }
         (Target::Scale { namespace, name }, &Method::GET) => {

@@ -142,6 +142,108 @@ fn published_windows_replace_the_previous() {
     assert_eq!(*latest, windows(2.0));
 }
 
+/// A complete listing of peers' windows Leases, as `(identity, version)`.
+fn listing(peers: &[(&str, &str)]) -> Vec<windows::Listed> {
+    peers
+        .iter()
+        .map(|(identity, version)| windows::Listed {
+            name: windows_lease_name("forecourt", identity),
+            resource_version: Some((*version).to_owned()),
+            version: (*version).to_owned(),
+            windows: Ok(ReplicaWindows {
+                identity: (*identity).to_owned(),
+                at_unix_ms: 1,
+                services: vec![ServiceWindows {
+                    service: "shop".into(),
+                    stable_rate: 40.0,
+                    ..ServiceWindows::default()
+                }],
+            }),
+            managed: true,
+        })
+        .collect()
+}
+
+/// What the backend decides of an order from 5 to `wanted` replicas with `leadership` as gate.
+fn order_from_5(leadership: &Leadership, wanted: u32) -> Option<String> {
+    super::super::scale_down_hold(Some(leadership), Some(5), wanted)
+}
+
+#[test]
+fn a_stale_peer_holds_scale_downs_until_it_is_gone_for_good() {
+    let (clock, leadership) = leadership();
+    let own = settings().windows_lease();
+    let me = settings().identity;
+    let duration_ms = millis(DURATION);
+    let mut book = PeerBook::default();
+    book.update(Vec::new(), &own, &me, clock.now_ms());
+    let refresh = |book: &mut PeerBook, peers: &[(&str, &str)]| {
+        book.update(listing(peers), &own, &me, clock.now_ms());
+        leadership.refresh_peers(book, clock.now_ms());
+    };
+
+    // Both peers renew: their load is summed, nothing is held.
+    refresh(&mut book, &[("forecourt-b", "1"), ("forecourt-c", "1")]);
+    assert_eq!(leadership.peers().len(), 2);
+    assert_eq!(order_from_5(&leadership, 3), None);
+
+    // b stops renewing: it drops out of the sum, and the order that would lower replicas on the
+    // strength of the smaller sum is held; raising and keeping are not.
+    clock.advance_ms(duration_ms);
+    refresh(&mut book, &[("forecourt-b", "1"), ("forecourt-c", "2")]);
+    let peers: Vec<String> = leadership
+        .peers()
+        .iter()
+        .map(|w| w.identity.clone())
+        .collect();
+    assert_eq!(peers, ["forecourt-c"]);
+    assert_eq!(*leadership.stale_peers(), ["forecourt-b"]);
+    assert_eq!(leadership.stats().stale_peers, 1);
+    let reason = order_from_5(&leadership, 3).expect("the scale-down is held");
+    assert!(reason.contains("forecourt-b"), "{reason}");
+    assert_eq!(order_from_5(&leadership, 7), None);
+    assert_eq!(order_from_5(&leadership, 5), None);
+
+    // Still held just before the bound; stale beyond it, b counts as gone and scale-down resumes.
+    clock.set_ms(clock.now_ms() + duration_ms * HOLD_WHILE_STALE_DURATIONS - 1);
+    refresh(&mut book, &[("forecourt-b", "1"), ("forecourt-c", "3")]);
+    assert!(order_from_5(&leadership, 3).is_some());
+    clock.advance_ms(1);
+    refresh(&mut book, &[("forecourt-b", "1"), ("forecourt-c", "3")]);
+    assert!(leadership.stale_peers().is_empty());
+    assert_eq!(order_from_5(&leadership, 3), None);
+
+    // b comes back, goes stale again (held again), then its Lease is deleted: gone at once.
+    refresh(&mut book, &[("forecourt-b", "2"), ("forecourt-c", "4")]);
+    assert_eq!(order_from_5(&leadership, 3), None);
+    clock.advance_ms(duration_ms);
+    refresh(&mut book, &[("forecourt-b", "2"), ("forecourt-c", "5")]);
+    assert!(order_from_5(&leadership, 3).is_some());
+    refresh(&mut book, &[("forecourt-c", "6")]);
+    assert_eq!(order_from_5(&leadership, 3), None);
+    assert_eq!(leadership.stats().stale_peers, 0);
+}
+
+#[test]
+fn an_unknown_count_or_no_gate_holds_nothing() {
+    let (clock, leadership) = leadership();
+    let mut book = PeerBook::default();
+    book.update(
+        listing(&[("forecourt-b", "1")]),
+        "own",
+        "forecourt-a",
+        clock.now_ms(),
+    );
+    leadership.refresh_peers(&book, clock.now_ms());
+    // Listed at the first sight, not yet seen to change: its load may be real, so held.
+    assert!(order_from_5(&leadership, 1).is_some());
+    assert_eq!(
+        super::super::scale_down_hold(Some(leadership.as_ref()), None, 1),
+        None
+    );
+    assert_eq!(super::super::scale_down_hold(None, Some(5), 1), None);
+}
+
 #[test]
 fn api_errors_are_classified_by_status_code() {
     let status = |code: u16, reason: &str| {

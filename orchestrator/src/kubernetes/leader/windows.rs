@@ -7,14 +7,25 @@
 //!
 //!  LIST by label ─► listed(lease) ─► PeerBook::update(listed, own name, now)
 //!                                        ├─► fresh(now)   changed within `duration` (local clock)
-//!                                        └─► garbage(now) unchanged for 10 × duration
+//!                                        ├─► stale(now)   not fresh, unchanged for < 4 × duration:
+//!                                        │                the leader holds scale-downs meanwhile
+//!                                        └─► garbage(now) unchanged for 10 × duration, and
+//!                                                         labelled managed-by forecourt
 //! ```
+//!
+//! A peer that stops renewing its Lease drops out of `fresh`, so the leader would see less load
+//! than is really there while that peer may still be serving it (a slow API server, a network
+//! split). So the peer stays in `stale` for [`HOLD_WHILE_STALE_DURATIONS`] more durations; while
+//! any peer is there the leader scales up but not down. A Lease that is deleted (a clean stop) or
+//! stays stale beyond that bound releases the hold.
 
 use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 
+use super::super::names::{cut, hash_suffix, sanitize, MAX_LABEL};
+use super::super::version::{is_managed, MANAGED_BY, MANAGED_BY_LABEL};
 use super::ReplicaWindows;
 
 /// Annotation of a windows Lease that holds the replica's [`ReplicaWindows`] as JSON.
@@ -25,11 +36,12 @@ pub const WINDOWS_OF_LABEL: &str = "forecourt.dev/windows-of";
 pub const MAX_WINDOWS_JSON: usize = 200 * 1024;
 /// Windows Leases unchanged for this many lease durations are deleted by the leader.
 pub const GARBAGE_AFTER_DURATIONS: u64 = 10;
+/// A peer whose windows went stale holds the leader's scale-downs for this many lease durations
+/// more (then it counts as gone).
+pub const HOLD_WHILE_STALE_DURATIONS: u64 = 3;
 
 /// Longest object name (DNS-1123 subdomain).
 const MAX_NAME: usize = 253;
-/// Longest label value.
-const MAX_LABEL_VALUE: usize = 63;
 
 /// The name of the Lease that `identity` publishes its windows in: `{lease}-{identity}` when
 /// that is a valid object name, else a sanitized form with a hash of the original appended.
@@ -40,7 +52,7 @@ pub fn windows_lease_name(lease: &str, identity: &str) -> String {
 /// The value of [`WINDOWS_OF_LABEL`] for the leader Lease `lease` (label values are at most 63
 /// characters; longer names are shortened with a hash).
 pub fn windows_label(lease: &str) -> String {
-    dns_name(lease, MAX_LABEL_VALUE)
+    dns_name(lease, MAX_LABEL)
 }
 
 /// `raw` when it is already lowercase alphanumerics and `-`, starting and ending alphanumeric
@@ -57,37 +69,15 @@ fn dns_name(raw: &str, max: usize) -> String {
     if valid {
         return raw.to_owned();
     }
-    let mapped: String = raw
-        .chars()
-        .map(|c| {
-            let c = c.to_ascii_lowercase();
-            if c.is_ascii_lowercase() || c.is_ascii_digit() {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    let suffix = format!("{:08x}", fnv1a32(raw.as_bytes()));
+    let suffix = hash_suffix(raw);
     let room = max.saturating_sub(suffix.len() + 1);
-    let stem = mapped.trim_matches('-');
-    let stem = stem[..stem.len().min(room)].trim_end_matches('-');
+    let stem = sanitize(raw);
+    let stem = cut(&stem, room);
     if stem.is_empty() {
         suffix
     } else {
         format!("{stem}-{suffix}")
     }
-}
-
-/// FNV-1a, 64 bits folded to 32: stable across builds and platforms, unlike std's hasher.
-fn fnv1a32(bytes: &[u8]) -> u32 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    // Truncation intended: fold the high half into the low half.
-    ((hash >> 32) ^ (hash & 0xffff_ffff)) as u32
 }
 
 /// The annotation's JSON for `windows`: non-finite numbers (which JSON cannot carry; serde would
@@ -130,6 +120,27 @@ pub(crate) struct Publisher<'a> {
     pub now: MicroTime,
 }
 
+/// Whether `lease`, found under this replica's windows Lease name, may be overwritten or deleted
+/// by it: it carries [`MANAGED_BY_LABEL`], or (written before Forecourt labelled its Leases) it
+/// is a windows Lease of `label` held by `identity`.
+pub(crate) fn is_own_windows_lease(lease: &Lease, label: &str, identity: &str) -> bool {
+    if is_managed(&lease.metadata) {
+        return true;
+    }
+    let labelled = lease
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(WINDOWS_OF_LABEL))
+        .is_some_and(|value| value == label);
+    let held = lease
+        .spec
+        .as_ref()
+        .and_then(|s| s.holder_identity.as_deref())
+        == Some(identity);
+    labelled && held
+}
+
 /// This replica's windows Lease carrying `json`: `base` (the Lease as last read or written,
 /// keeping its resourceVersion for an optimistic PUT) updated, or a new one to create.
 pub(crate) fn own_lease(base: Option<&Lease>, by: &Publisher<'_>, json: String) -> Lease {
@@ -141,11 +152,9 @@ pub(crate) fn own_lease(base: Option<&Lease>, by: &Publisher<'_>, json: String) 
         },
         spec: None,
     });
-    lease
-        .metadata
-        .labels
-        .get_or_insert_with(BTreeMap::new)
-        .insert(WINDOWS_OF_LABEL.to_owned(), by.label.to_owned());
+    let labels = lease.metadata.labels.get_or_insert_with(BTreeMap::new);
+    labels.insert(WINDOWS_OF_LABEL.to_owned(), by.label.to_owned());
+    labels.insert(MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned());
     lease
         .metadata
         .annotations
@@ -172,6 +181,8 @@ pub(crate) struct Listed {
     pub version: String,
     /// The windows it carries, or why they could not be read.
     pub windows: Result<ReplicaWindows, String>,
+    /// Whether it carries [`MANAGED_BY_LABEL`] (only those are ever deleted).
+    pub managed: bool,
 }
 
 /// Reads a listed windows Lease.
@@ -197,6 +208,7 @@ pub(crate) fn listed(lease: &Lease) -> Listed {
         version: format!("{}@{renew}", resource_version.as_deref().unwrap_or("")),
         resource_version,
         windows,
+        managed: is_managed(&lease.metadata),
     }
 }
 
@@ -213,6 +225,8 @@ struct Entry {
     changed: bool,
     /// The windows, when readable.
     windows: Option<ReplicaWindows>,
+    /// Whether the Lease carries [`MANAGED_BY_LABEL`].
+    managed: bool,
 }
 
 /// The other replicas' windows Leases, with when each last changed on this replica's clock.
@@ -235,14 +249,20 @@ impl PeerBook {
                 continue;
             }
             let windows = item.windows.ok().filter(|w| w.identity != me);
+            let managed = item.managed;
             let entry = match self.entries.remove(&item.name) {
-                Some(old) if old.version == item.version => Entry { windows, ..old },
+                Some(old) if old.version == item.version => Entry {
+                    windows,
+                    managed,
+                    ..old
+                },
                 old => Entry {
                     version: item.version,
                     resource_version: item.resource_version,
                     since_ms: now_ms,
                     changed: old.is_some() || self.primed,
                     windows,
+                    managed,
                 },
             };
             next.insert(item.name, entry);
@@ -263,14 +283,35 @@ impl PeerBook {
         fresh
     }
 
-    /// Leases unchanged for [`GARBAGE_AFTER_DURATIONS`] × `duration_ms`: name and resourceVersion.
-    pub fn garbage(&self, now_ms: u64, duration_ms: u64) -> Vec<(String, Option<String>)> {
+    /// The identities of peers with readable windows that are not fresh, yet not gone either:
+    /// unchanged for at least `duration_ms` (or not seen to change since this replica's first
+    /// listing) but for less than `1 + `[`HOLD_WHILE_STALE_DURATIONS`] durations. Sorted.
+    pub fn stale(&self, now_ms: u64, duration_ms: u64) -> Vec<String> {
+        let bound = duration_ms.saturating_mul(1 + HOLD_WHILE_STALE_DURATIONS);
+        let mut stale: Vec<String> = self
+            .entries
+            .values()
+            .filter(|e| {
+                let age = now_ms.saturating_sub(e.since_ms);
+                let fresh = e.changed && age < duration_ms;
+                !fresh && age < bound
+            })
+            .filter_map(|e| e.windows.as_ref().map(|w| w.identity.clone()))
+            .collect();
+        stale.sort();
+        stale.dedup();
+        stale
+    }
+
+    /// Leases unchanged for [`GARBAGE_AFTER_DURATIONS`] × `duration_ms`: name, resourceVersion
+    /// and whether it carries [`MANAGED_BY_LABEL`] (one without it must not be deleted).
+    pub fn garbage(&self, now_ms: u64, duration_ms: u64) -> Vec<(String, Option<String>, bool)> {
         let limit = duration_ms.saturating_mul(GARBAGE_AFTER_DURATIONS);
         let mut garbage: Vec<_> = self
             .entries
             .iter()
             .filter(|(_, e)| now_ms.saturating_sub(e.since_ms) >= limit)
-            .map(|(name, e)| (name.clone(), e.resource_version.clone()))
+            .map(|(name, e)| (name.clone(), e.resource_version.clone(), e.managed))
             .collect();
         garbage.sort();
         garbage
@@ -313,6 +354,7 @@ mod tests {
             resource_version: Some(version.into()),
             version: version.into(),
             windows: Ok(windows(identity, 1.0)),
+            managed: true,
         }
     }
 
@@ -390,6 +432,8 @@ mod tests {
                 .and_then(|l| l.get(WINDOWS_OF_LABEL)),
             Some(&"forecourt".to_owned())
         );
+        assert!(is_managed(&created.metadata));
+        assert!(is_own_windows_lease(&created, "forecourt", "a"));
         let spec = created.spec.clone().expect("spec");
         assert_eq!(spec.holder_identity.as_deref(), Some("a"));
         assert_eq!(spec.renew_time, Some(wall(2_000)));
@@ -540,14 +584,102 @@ mod tests {
         clock.advance_ms(1);
         assert_eq!(
             book.garbage(clock.now_ms(), DURATION_MS),
-            [("l-b".to_owned(), Some("1".to_owned()))]
+            [("l-b".to_owned(), Some("1".to_owned()), true)]
         );
         book.forget("l-b");
         clock.advance_ms(DURATION_MS);
         assert_eq!(
             book.garbage(clock.now_ms(), DURATION_MS),
-            [("l-c".to_owned(), Some("1".to_owned()))]
+            [("l-c".to_owned(), Some("1".to_owned()), true)]
         );
+    }
+
+    #[test]
+    fn a_stale_peer_is_held_until_deleted_or_stale_beyond_the_bound() {
+        let clock = ManualClock::new(0);
+        let mut book = PeerBook::default();
+        book.update(Vec::new(), "l-a", "a", clock.now_ms());
+        let listing = |b: &str, c: &str| vec![item("l-b", b, "b"), item("l-c", c, "c")];
+        book.update(listing("1", "1"), "l-a", "a", clock.now_ms());
+        assert!(book.stale(clock.now_ms(), DURATION_MS).is_empty());
+        // c keeps renewing, b stops: b is stale from one duration after its last change...
+        clock.advance_ms(DURATION_MS);
+        book.update(listing("1", "2"), "l-a", "a", clock.now_ms());
+        assert_eq!(identities(&book.fresh(clock.now_ms(), DURATION_MS)), ["c"]);
+        assert_eq!(book.stale(clock.now_ms(), DURATION_MS), ["b"]);
+        // ...until it has been stale for HOLD_WHILE_STALE_DURATIONS more.
+        clock.set_ms(DURATION_MS * (1 + HOLD_WHILE_STALE_DURATIONS) - 1);
+        book.update(listing("1", "3"), "l-a", "a", clock.now_ms());
+        assert_eq!(book.stale(clock.now_ms(), DURATION_MS), ["b"]);
+        clock.advance_ms(1);
+        assert!(book.stale(clock.now_ms(), DURATION_MS).is_empty());
+        // A renewal makes it fresh again; going stale again holds again; deletion ends it.
+        book.update(listing("2", "3"), "l-a", "a", clock.now_ms());
+        assert_eq!(
+            identities(&book.fresh(clock.now_ms(), DURATION_MS)),
+            ["b", "c"]
+        );
+        assert!(book.stale(clock.now_ms(), DURATION_MS).is_empty());
+        clock.advance_ms(DURATION_MS);
+        assert_eq!(book.stale(clock.now_ms(), DURATION_MS), ["b", "c"]);
+        book.update(vec![item("l-c", "4", "c")], "l-a", "a", clock.now_ms());
+        assert!(book.stale(clock.now_ms(), DURATION_MS).is_empty());
+    }
+
+    #[test]
+    fn peers_not_yet_seen_to_change_hold_too_but_unreadable_ones_do_not() {
+        let clock = ManualClock::new(0);
+        let mut book = PeerBook::default();
+        let mut broken = item("l-e", "1", "e");
+        broken.windows = Err("invalid".into());
+        // The first listing: b's age is unknown, so its load may be real: held, not counted.
+        book.update(vec![item("l-b", "1", "b"), broken], "l-a", "a", 0);
+        assert!(book.fresh(0, DURATION_MS).is_empty());
+        assert_eq!(book.stale(0, DURATION_MS), ["b"]);
+        clock.set_ms(DURATION_MS * (1 + HOLD_WHILE_STALE_DURATIONS));
+        assert!(book.stale(clock.now_ms(), DURATION_MS).is_empty());
+    }
+
+    #[test]
+    fn garbage_says_which_leases_carry_the_managed_by_label() {
+        let mut book = PeerBook::default();
+        let mut foreign = item("l-x", "1", "x");
+        foreign.managed = false;
+        book.update(vec![item("l-b", "1", "b"), foreign], "l-a", "a", 0);
+        let limit = DURATION_MS * GARBAGE_AFTER_DURATIONS;
+        assert_eq!(
+            book.garbage(limit, DURATION_MS),
+            [
+                ("l-b".to_owned(), Some("1".to_owned()), true),
+                ("l-x".to_owned(), Some("1".to_owned()), false),
+            ]
+        );
+        // Listed from the API: the label is read off the Lease.
+        let mut lease = Lease::default();
+        assert!(!listed(&lease).managed);
+        lease.metadata.labels = Some(BTreeMap::from([(
+            MANAGED_BY_LABEL.to_owned(),
+            MANAGED_BY.to_owned(),
+        )]));
+        assert!(listed(&lease).managed);
+    }
+
+    #[test]
+    fn a_foreign_lease_under_this_replicas_name_is_not_its_own() {
+        let mut lease = Lease::default();
+        assert!(!is_own_windows_lease(&lease, "forecourt", "a"));
+        // Written by an older Forecourt: no managed-by label, but its windows label and holder.
+        lease.metadata.labels = Some(BTreeMap::from([(
+            WINDOWS_OF_LABEL.to_owned(),
+            "forecourt".to_owned(),
+        )]));
+        lease.spec = Some(LeaseSpec {
+            holder_identity: Some("a".into()),
+            ..LeaseSpec::default()
+        });
+        assert!(is_own_windows_lease(&lease, "forecourt", "a"));
+        assert!(!is_own_windows_lease(&lease, "forecourt", "b"));
+        assert!(!is_own_windows_lease(&lease, "other", "a"));
     }
 
     #[test]
