@@ -133,6 +133,15 @@ pub enum OrchestratorError {
         /// The last failure, in words.
         reason: String,
     },
+    /// A scale-down is held on purpose (a peer's windows are stale, so the load is not all
+    /// known); the order is not a failure and is made again when the hold ends.
+    #[error("service {service}: scale-down held: {reason}")]
+    ScaleDownHeld {
+        /// The service.
+        service: String,
+        /// Why, in words.
+        reason: String,
+    },
     /// `shutdown` was called; the backend takes no more orders.
     #[error("the orchestrator is shutting down")]
     ShuttingDown,

@@ -17,7 +17,7 @@ use arc_swap::ArcSwap;
 use forecourt_config::{Capacity, ScalingConfig, ServiceConfig, DEFAULT_VERSION};
 use forecourt_predictor::{ForecastEngine, HorizonForecast, Predictor, ServiceId};
 
-use crate::backend::Orchestrator;
+use crate::backend::{Orchestrator, OrchestratorError};
 use crate::scale::decide::{
     decide, dependency_demand, millis, Decision, ForecastAtHorizon, Reason, ScalingInputs,
     ScalingState, ServiceLoad, TimeToReady,
@@ -471,6 +471,11 @@ async fn order(
             memory.ordered(decision, now_ms);
             None
         }
+        Err(error @ OrchestratorError::ScaleDownHeld { .. }) => {
+            // Held on purpose (logged once by the backend); asked again next tick.
+            tracing::debug!(service = name, %error, "scale-down held");
+            Some(error.to_string())
+        }
         Err(error) => {
             counters.failed_orders.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(service = name, %error, "the orchestrator refused the order");
@@ -507,7 +512,7 @@ mod tests {
     use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
     use super::*;
-    use crate::backend::{OrchestratorError, Update};
+    use crate::backend::Update;
 
     /// An in-memory orchestrator that records every order.
     #[derive(Default)]

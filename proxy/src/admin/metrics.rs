@@ -292,6 +292,18 @@ fn render_kubernetes_metrics(out: &mut String, front_door: &FrontDoor) {
             stats.endpoint_updates.load(Relaxed),
         ),
         (
+            "forecourt_kubernetes_refused_writes_total",
+            "counter",
+            "Patches and deletes not made because the object lacks Forecourt's managed-by label.",
+            stats.refused_writes.load(Relaxed),
+        ),
+        (
+            "forecourt_kubernetes_held_scale_downs_total",
+            "counter",
+            "Orders to lower replicas held while a known peer's windows were stale.",
+            stats.held_scale_downs.load(Relaxed),
+        ),
+        (
             "forecourt_leader",
             "gauge",
             "1 while this replica holds the leader Lease and makes the scaling decisions.",
