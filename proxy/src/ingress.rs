@@ -198,8 +198,18 @@ impl ProxyHttp for Ingress {
         }
         // The cache holds answers of the unflagged instances: flagged requests skip it.
         if ctx.version.is_none()
-            && cache::serve_from_cache(session, &snapshot, service, ctx, self.clock.as_ref())
-                .await?
+            && cache::serve_from_cache(
+                session,
+                &snapshot,
+                service,
+                cache::CacheTurn {
+                    tenant_trusted: ctx.tenant_trusted,
+                    tried: &ctx.tried,
+                    fill: &mut ctx.fill,
+                },
+                self.clock.as_ref(),
+            )
+            .await?
         {
             return Ok(true);
         }

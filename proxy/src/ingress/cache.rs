@@ -31,8 +31,7 @@ use pingora::Result;
 
 use forecourt_predictor::Clock;
 
-use super::balance::pick;
-use super::ctx::RequestCtx;
+use super::balance::{pick, Tried};
 use super::forward::{self, authority_of, path_of};
 use crate::cache::{
     personal_request, CacheKey, CachedResponse, Flight, LeaderGuard, Lookup, Outcome,
@@ -462,18 +461,38 @@ pub async fn answer(
     Ok(())
 }
 
+/// What the request path knows of a request when it asks the cache: whether its tenant header
+/// is believed, the instances it tried, and where a miss's fill goes.
+pub(super) struct CacheTurn<'a> {
+    /// The tenant header passed `check_tenant` and is believed.
+    pub tenant_trusted: bool,
+    /// Instances the request already tried.
+    pub tried: &'a Tried,
+    /// The fill of a miss, for the response filters.
+    pub fill: &'a mut Option<Fill>,
+}
+
+/// The tenant a request is keyed under: its header's value when believed.
+fn believed_tenant<'r>(
+    snapshot: &Snapshot,
+    headers: &'r HeaderMap,
+    trusted: bool,
+) -> Option<&'r str> {
+    trusted.then(|| snapshot.metadata.tenant(headers)).flatten()
+}
+
 /// The cache's part of `request_filter` for a routed request: records its hot key, answers
-/// it from the cache when it can (true), or prepares the fill of a miss in `ctx.fill`.
+/// it from the cache when it can (true), or prepares the fill of a miss in `turn.fill`.
 pub(super) async fn serve_from_cache(
     session: &mut Session,
     snapshot: &Snapshot,
     service: ServiceIndex,
-    ctx: &mut RequestCtx,
+    turn: CacheTurn<'_>,
     clock: &dyn Clock,
 ) -> Result<bool> {
     let runtime = &snapshot.services[service];
     let req = session.req_header();
-    let tenant = ctx.tenant(snapshot, &req.headers);
+    let tenant = believed_tenant(snapshot, &req.headers, turn.tenant_trusted);
     let path = path_of(req);
     let authority = authority_of(req);
     let shared = runtime.cache.as_ref().is_none_or(|c| c.config.shared);
@@ -501,42 +520,60 @@ pub(super) async fn serve_from_cache(
             Ok(true)
         }
         CacheStep::Revalidate(key, entry, leader) => {
-            if let Some(entry) =
-                revalidate_on_instance(session, snapshot, service, ctx, &key, &entry, clock).await
-            {
+            let asking = Asking {
+                session,
+                snapshot,
+                service,
+                tenant_trusted: turn.tenant_trusted,
+                tried: turn.tried,
+            };
+            if let Some(entry) = revalidate_on_instance(asking, &key, &entry, clock).await {
                 leader.finish(true);
                 answer(session, &entry.0, entry.1, clock.now_ms()).await?;
                 return Ok(true);
             }
             // Proxied: the requests waiting for this key wait for its fill instead.
-            ctx.fill = Some(Fill::led(key, leader));
+            *turn.fill = Some(Fill::led(key, leader));
             Ok(false)
         }
         CacheStep::Fetch(step_fill) => {
-            ctx.fill = Some(step_fill);
+            *turn.fill = Some(step_fill);
             Ok(false)
         }
         CacheStep::Pass => Ok(false),
     }
 }
 
+/// The request a revalidation is made for.
+struct Asking<'a> {
+    session: &'a Session,
+    snapshot: &'a Snapshot,
+    service: ServiceIndex,
+    tenant_trusted: bool,
+    tried: &'a Tried,
+}
+
 /// Revalidates `entry` on a ready instance, picked like a proxied request's, counted in its
 /// in-flight requests and judged by its answer (a failure counts towards its ejection).
 async fn revalidate_on_instance(
-    session: &Session,
-    snapshot: &Snapshot,
-    service: ServiceIndex,
-    ctx: &RequestCtx,
+    asking: Asking<'_>,
     key: &CacheKey,
     entry: &CachedResponse,
     clock: &dyn Clock,
 ) -> Option<(Arc<CachedResponse>, &'static str)> {
+    let Asking {
+        session,
+        snapshot,
+        service,
+        tenant_trusted,
+        tried,
+    } = asking;
     let runtime = &snapshot.services[service];
     let cache = runtime.cache.as_ref()?;
     let now = clock.now_ms();
     let instance = {
         let ready = runtime.instances.ready();
-        pick(ready.unflagged(), &ctx.tried, now, runtime.config.balance)?.clone()
+        pick(ready.unflagged(), tried, now, runtime.config.balance)?.clone()
     };
     let req = session.req_header();
     let edits = forward::forwarding(&forward::Forwarded {
@@ -546,7 +583,7 @@ async fn revalidate_on_instance(
             .and_then(|a| a.as_inet())
             .map(|a| a.ip()),
         tenant_header: snapshot.metadata.tenant_header(),
-        tenant: ctx.tenant(snapshot, &req.headers),
+        tenant: believed_tenant(snapshot, &req.headers, tenant_trusted),
         host: None,
     });
     let stale = StaleRequest {
