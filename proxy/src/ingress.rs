@@ -168,11 +168,10 @@ impl ProxyHttp for Ingress {
             return Ok(true);
         };
         ctx.service = Some(service);
-        let peer = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        match snapshot.metadata.check_tenant(&req.headers, peer) {
+        match snapshot
+            .metadata
+            .check_tenant(&req.headers, forward::client_ip(session))
+        {
             Ok(trusted) => ctx.tenant_trusted = trusted == TenantTrusted::Yes,
             Err(error) => {
                 snapshot.services[service].metrics.count_tenant_refused();
@@ -323,13 +322,9 @@ impl ProxyHttp for Ingress {
         let request = &session.req_header().headers;
         let edits = forward::forwarding(&forward::Forwarded {
             request,
-            client: session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| a.ip()),
+            client: forward::client_ip(session),
             tenant_header: snapshot.metadata.tenant_header(),
             tenant: ctx.tenant(snapshot, request),
-            host: None,
         });
         forward::apply(upstream, edits)
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use ahash::AHashMap;
 use forecourt_config::{ForecastConfig, Policy, ServiceConfig};
 use forecourt_orchestrator::control_loop::VersionSighting;
-use forecourt_orchestrator::{Fleet, HostService, HostState, ServiceInstances};
+use forecourt_orchestrator::{Fleet, HostService, HostState, Instance, Passive, ServiceInstances};
 use forecourt_predictor::{HotKeys, Predictor, PredictorConfig, WindowConfig};
 
 use crate::admission::{ConcurrencyLimit, TenantLimit, TenantLimits, TokenBucket};
@@ -38,6 +38,36 @@ pub struct ServiceRuntime {
     pub admission: ServiceAdmission,
     /// Its flagged versions (`versions:`), in policy order; empty for most services.
     pub versions: Box<[VersionRuntime]>,
+}
+
+/// How an attempt on an instance ended, as passive health judges it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// The instance could not be connected to.
+    Unreachable,
+    /// It answered with this status (Forecourt's own 502 or 504 when the exchange broke or timed
+    /// out after connecting).
+    Answered(u16),
+}
+
+// === impl ServiceRuntime ===
+
+impl ServiceRuntime {
+    /// Records what an attempt says about one of the service's instances: a failed connection
+    /// ejects it, an answer is judged by its status (repeated 5xx eject), either within the
+    /// service's cap on ejected instances (`ejection.max_percent`; the ejections it spares are
+    /// counted).
+    pub fn judge(&self, instance: &Instance, attempt: Attempt, now_ms: u64) {
+        let policy = &self.config.ejection;
+        let room = || self.instances.ejection_room(now_ms, policy.max_percent);
+        let passive = match attempt {
+            Attempt::Unreachable => instance.eject_within(now_ms, policy, room),
+            Attempt::Answered(status) => instance.observe_status(status, now_ms, policy, room),
+        };
+        if passive == Passive::Spared {
+            self.metrics.ejections_capped.fetch_add(1, Relaxed);
+        }
+    }
 }
 
 /// Slots of a service's per-tenant table: tenants beyond it share one overflow limit.

@@ -201,6 +201,16 @@ impl MetadataRules {
             .filter(|t| !t.is_empty())
     }
 
+    /// The tenant a request is keyed, limited and forwarded under: [`Self::tenant`] when its
+    /// header is believed (`trusted`, from [`Self::check_tenant`]), else none (anonymous).
+    pub fn believed_tenant<'r>(
+        &self,
+        headers: &'r http::HeaderMap,
+        trusted: bool,
+    ) -> Option<&'r str> {
+        trusted.then(|| self.tenant(headers)).flatten()
+    }
+
     /// The class a tenant is counted under.
     pub fn class_of(&self, tenant: Option<&str>) -> TenantClass {
         match tenant {

@@ -38,7 +38,7 @@ use crate::cache::{
     RequestDirectives, ResponseDirectives, ServiceCache, StorePlan,
 };
 use crate::classify::routes::ServiceIndex;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Attempt, Snapshot};
 use crate::warm::instance_client::InstanceClient;
 
 /// The response header that says how the cache answered: `HIT`, `MISS` or `REVALIDATED`.
@@ -330,15 +330,6 @@ pub enum Revalidation {
     Proxy,
 }
 
-/// What a revalidation says about the instance that was asked, for passive health.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Asked {
-    /// It could not be connected to.
-    Unreachable,
-    /// It answered with this status (504: it did not answer in time; 502: the exchange broke).
-    Answered(u16),
-}
-
 /// A stale entry to revalidate, and the request that found it.
 pub struct StaleRequest<'a> {
     /// The entry's key.
@@ -362,7 +353,7 @@ pub async fn revalidate(
     stale: StaleRequest<'_>,
     now_ms: u64,
     timeout: Duration,
-) -> (Revalidation, Asked) {
+) -> (Revalidation, Attempt) {
     let StaleRequest {
         key,
         entry,
@@ -379,18 +370,18 @@ pub async fn revalidate(
     let limit = usize::try_from(cache.config.max_object_bytes).unwrap_or(usize::MAX);
     let Ok(Ok(mut client)) = tokio::time::timeout(timeout, InstanceClient::connect(address)).await
     else {
-        return (Revalidation::Proxy, Asked::Unreachable);
+        return (Revalidation::Proxy, Attempt::Unreachable);
     };
     let ask = client.send(Method::GET, path_and_query, &sent, limit);
     let answer = match tokio::time::timeout(timeout, ask).await {
         Ok(Ok(answer)) => answer,
         Ok(Err(error)) => {
             tracing::debug!(%address, %error, "revalidation failed");
-            return (Revalidation::Proxy, Asked::Answered(502));
+            return (Revalidation::Proxy, Attempt::Answered(502));
         }
-        Err(_) => return (Revalidation::Proxy, Asked::Answered(504)),
+        Err(_) => return (Revalidation::Proxy, Attempt::Answered(504)),
     };
-    let asked = Asked::Answered(answer.status);
+    let asked = Attempt::Answered(answer.status);
     if answer.status == 304 {
         let refreshed = cache
             .store
@@ -472,15 +463,6 @@ pub(super) struct CacheTurn<'a> {
     pub fill: &'a mut Option<Fill>,
 }
 
-/// The tenant a request is keyed under: its header's value when believed.
-fn believed_tenant<'r>(
-    snapshot: &Snapshot,
-    headers: &'r HeaderMap,
-    trusted: bool,
-) -> Option<&'r str> {
-    trusted.then(|| snapshot.metadata.tenant(headers)).flatten()
-}
-
 /// The cache's part of `request_filter` for a routed request: records its hot key, answers
 /// it from the cache when it can (true), or prepares the fill of a miss in `turn.fill`.
 pub(super) async fn serve_from_cache(
@@ -492,7 +474,9 @@ pub(super) async fn serve_from_cache(
 ) -> Result<bool> {
     let runtime = &snapshot.services[service];
     let req = session.req_header();
-    let tenant = believed_tenant(snapshot, &req.headers, turn.tenant_trusted);
+    let tenant = snapshot
+        .metadata
+        .believed_tenant(&req.headers, turn.tenant_trusted);
     let path = path_of(req);
     let authority = authority_of(req);
     let shared = runtime.cache.as_ref().is_none_or(|c| c.config.shared);
@@ -578,13 +562,11 @@ async fn revalidate_on_instance(
     let req = session.req_header();
     let edits = forward::forwarding(&forward::Forwarded {
         request: &req.headers,
-        client: session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip()),
+        client: forward::client_ip(session),
         tenant_header: snapshot.metadata.tenant_header(),
-        tenant: believed_tenant(snapshot, &req.headers, tenant_trusted),
-        host: None,
+        tenant: snapshot
+            .metadata
+            .believed_tenant(&req.headers, tenant_trusted),
     });
     let stale = StaleRequest {
         key,
@@ -598,21 +580,12 @@ async fn revalidate_on_instance(
     instance.start_request();
     let started = std::time::Instant::now();
     let timeout = runtime.config.timeouts.read;
-    let (outcome, asked) = revalidate(cache, instance.address, stale, now, timeout).await;
+    let (outcome, attempt) = revalidate(cache, instance.address, stale, now, timeout).await;
     instance.finish_request();
-    let now = clock.now_ms();
-    let policy = &runtime.config.ejection;
-    let room = || runtime.instances.ejection_room(now, policy.max_percent);
-    let passive = match asked {
-        Asked::Unreachable => instance.eject_within(now, policy, room),
-        Asked::Answered(status) => {
-            instance.observe_latency(started.elapsed());
-            instance.observe_status(status, now, policy, room)
-        }
-    };
-    if passive == forecourt_orchestrator::Passive::Spared {
-        runtime.metrics.ejections_capped.fetch_add(1, Relaxed);
+    if matches!(attempt, Attempt::Answered(_)) {
+        instance.observe_latency(started.elapsed());
     }
+    runtime.judge(&instance, attempt, clock.now_ms());
     match outcome {
         Revalidation::Answer(entry, label) => Some((entry, label)),
         Revalidation::Proxy => None,

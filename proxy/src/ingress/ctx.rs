@@ -1,11 +1,10 @@
 //! What one request carries from phase to phase: its snapshot, service, tenant class, instance,
 //! permits and cache fill.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
 
-use forecourt_orchestrator::{Instance, Passive};
+use forecourt_orchestrator::Instance;
 
 use super::balance::Tried;
 use super::cache::Fill;
@@ -13,7 +12,7 @@ use crate::admission::{OwnedInFlightPermit, OwnedPermit, OwnedTenantPermit};
 use crate::classify::metadata::TenantClass;
 use crate::classify::routes::ServiceIndex;
 use crate::classify::version::VersionRuntime;
-use crate::snapshot::{ServiceRuntime, Snapshot};
+use crate::snapshot::{Attempt, ServiceRuntime, Snapshot};
 
 /// Per-request state carried between phases.
 #[derive(Default)]
@@ -57,9 +56,9 @@ impl RequestCtx {
         snapshot: &Snapshot,
         headers: &'r http::HeaderMap,
     ) -> Option<&'r str> {
-        self.tenant_trusted
-            .then(|| snapshot.metadata.tenant(headers))
-            .flatten()
+        snapshot
+            .metadata
+            .believed_tenant(headers, self.tenant_trusted)
     }
 
     /// The flagged version the request is for, if its flag matched one.
@@ -80,11 +79,7 @@ impl RequestCtx {
         let (Some(status), Some(service)) = (status.filter(|s| *s > 0), self.service()) else {
             return;
         };
-        let policy = &service.config.ejection;
-        let room = || service.instances.ejection_room(now_ms, policy.max_percent);
-        if instance.observe_status(status, now_ms, policy, room) == Passive::Spared {
-            service.metrics.ejections_capped.fetch_add(1, Relaxed);
-        }
+        service.judge(&instance, Attempt::Answered(status), now_ms);
         if let Some(started) = self.started {
             instance.observe_latency(started.elapsed());
         }
@@ -98,11 +93,7 @@ impl RequestCtx {
         };
         instance.finish_request();
         if let Some(service) = self.service() {
-            let policy = &service.config.ejection;
-            let room = || service.instances.ejection_room(now_ms, policy.max_percent);
-            if instance.eject_within(now_ms, policy, room) == Passive::Spared {
-                service.metrics.ejections_capped.fetch_add(1, Relaxed);
-            }
+            service.judge(&instance, Attempt::Unreachable, now_ms);
         }
     }
 }

@@ -42,8 +42,6 @@ pub(crate) struct Forwarded<'a> {
     pub tenant_header: &'a HeaderName,
     /// The tenant Forecourt keyed the request on (`None`: anonymous or not believed).
     pub tenant: Option<&'a str>,
-    /// The request's authority, when Forecourt sets `Host` itself (refresh-ahead).
-    pub host: Option<&'a HeaderValue>,
 }
 
 /// The edits that make a request's forwarding headers Forecourt's (see the module doc).
@@ -56,9 +54,8 @@ pub(crate) fn forwarding(forwarded: &Forwarded<'_>) -> [Option<Edit>; 5] {
     let rfc7239 = client
         .and_then(|ip| forwarded_element(request, ip))
         .map(|v| Edit::Set(http::header::FORWARDED, v));
-    let host = forwarded
-        .host
-        .or_else(|| request.get(http::header::HOST))
+    let host = request
+        .get(http::header::HOST)
         .map(|h| Edit::Set(X_FORWARDED_HOST, h.clone()));
     let proto = Some(Edit::Set(
         X_FORWARDED_PROTO,
@@ -174,6 +171,14 @@ fn forwarded_element(request: &HeaderMap, ip: std::net::IpAddr) -> Option<Header
     appended(request, &http::header::FORWARDED, &element[..len])
 }
 
+/// The address of the client (the TCP peer) of a session, when it is an IP one.
+pub(super) fn client_ip(session: &pingora::proxy::Session) -> Option<std::net::IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
 /// The path and query of a request.
 pub(super) fn path_of(req: &RequestHeader) -> &str {
     req.uri.path_and_query().map_or("/", |p| p.as_str())
@@ -254,7 +259,6 @@ mod tests {
             client: Some(client),
             tenant_header: &tenant_header,
             tenant: Some("acme"),
-            host: None,
         });
         let headers = edited_headers(&request, |n| n == http::header::HOST, edits);
         let get = |name: &str| -> Vec<&[u8]> {
@@ -278,7 +282,6 @@ mod tests {
             client: Some(client),
             tenant_header: &tenant_header,
             tenant: None,
-            host: None,
         });
         let headers = edited_headers(&request, |_| false, edits);
         assert!(!headers.iter().any(|(n, _)| n == "x-tenant-id"));
@@ -289,7 +292,6 @@ mod tests {
             client: Some(client),
             tenant_header: &tenant_header,
             tenant: None,
-            host: None,
         });
         assert!(!edited_headers(&plain, |_| false, edits)
             .iter()

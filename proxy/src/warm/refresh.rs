@@ -85,19 +85,15 @@ pub async fn refresh(
         let value = HeaderValue::from_str(tenant).map_err(InstanceError::Tenant)?;
         request.insert(tenant_header.clone(), value);
     }
-    let host = (!due.authority.is_empty())
-        .then(|| HeaderValue::from_str(&due.authority))
-        .transpose()
-        .map_err(InstanceError::Tenant)?;
-    if let Some(host) = &host {
-        request.insert(http::header::HOST, host.clone());
+    if !due.authority.is_empty() {
+        let host = HeaderValue::from_str(&due.authority).map_err(InstanceError::Tenant)?;
+        request.insert(http::header::HOST, host);
     }
     let edits = crate::ingress::forward::forwarding(&crate::ingress::forward::Forwarded {
         request: &request,
         client: None,
         tenant_header,
         tenant,
-        host: host.as_ref(),
     });
     let mut headers = crate::ingress::forward::edited_headers(&request, |_| false, edits);
     headers.push((
