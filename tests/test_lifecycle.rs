@@ -47,16 +47,10 @@ fn a_graceful_upgrade_loses_no_request() {
         std::thread::sleep(Duration::from_millis(500));
         // The new process waits for the listening socket; SIGQUIT makes the old one hand it over
         // and drain.
-        let log = std::fs::File::create(old.log_path.with_extension("new.log")).unwrap();
-        let child = Command::new(forecourt_bin())
-            .args(["run", "--upgrade", "--threads", "2", "-c"])
-            .arg(&old.policy_path)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        new = Some(Process { child });
+        new = Some(start_upgrade(
+            &old.policy_path,
+            &old.log_path.with_extension("new.log"),
+        ));
         std::thread::sleep(Duration::from_millis(500));
         old.process.signal(libc::SIGQUIT);
         let exited = old.process.wait_exit(Duration::from_secs(20));
