@@ -163,6 +163,22 @@ impl ForecastEngine {
         Some(Self::with_events(state, raw))
     }
 
+    /// The count the second `horizon_sec` after the last closed second stays at or below with
+    /// probability `q` (see [`Ensemble::demand_at`]), with scheduled events applied.
+    pub fn demand(&self, id: ServiceId, horizon_sec: u64, q: f64) -> Option<f64> {
+        let state = self.state(id)?;
+        let demand = state.ensemble.demand_at(horizon_sec, q);
+        let target_sec = state
+            .ensemble
+            .last_observed()
+            .map_or(horizon_sec, |t| t.saturating_add(horizon_sec));
+        Some(apply_events(
+            &state.events,
+            target_sec.saturating_mul(1_000),
+            demand,
+        ))
+    }
+
     fn with_events(state: &ServiceState, raw: Forecast) -> HorizonForecast {
         let target_sec = state
             .ensemble

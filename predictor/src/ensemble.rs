@@ -4,7 +4,8 @@
 //! ```text
 //!  observe(t, value)
 //!    1. scoreboard.score(t, value)          forecasts issued at t − h meet their actual
-//!    2. model.observe(t, value)             for every model
+//!    2. model.observe(t, value)             for every model (by default: last value, EWMA fast
+//!                                           and slow, Holt, trend, seasonal, autoregressive)
 //!    3. per horizon h:
 //!         weights  w_m ∝ 1 / MAE_m(h)²      (the highest model until enough points are scored)
 //!         point    Σ w_m · f_m(h)
@@ -13,7 +14,8 @@
 //! ```
 //!
 //! Work per second is a fixed number of float operations per model and horizon; state is
-//! bounded by the horizons, the residual window and the seasonal history.
+//! bounded by the horizons, the residual window, the seasonal history and the autoregression's
+//! day of per-minute means.
 
 use crate::forecast::{default_models, Forecast, Forecaster};
 use crate::score::{ErrorStats, ScoreConfig, Scoreboard};
@@ -270,6 +272,18 @@ impl Ensemble {
         }
     }
 
+    /// The count the second `horizon_sec` ahead stays at or below with probability `q`: the
+    /// point of [`Self::forecast_at`] plus the `q` quantile of the ensemble's recent errors at
+    /// the nearest configured horizon at or above it, in units of Poisson noise (see
+    /// [`crate::demand`]).
+    pub fn demand_at(&self, horizon_sec: u64, q: f64) -> f64 {
+        let point = self.forecast_at(horizon_sec).point;
+        match self.horizon_index(horizon_sec) {
+            Some(h) => self.scoreboard.demand(h, point, q),
+            None => 0.0,
+        }
+    }
+
     /// Current weight of model `m` at horizon number `h`.
     pub fn weight(&self, h: usize, m: usize) -> f64 {
         let n = self.models.len();
@@ -350,7 +364,7 @@ mod tests {
         for horizon in &snapshot.horizons {
             assert!((horizon.ensemble.point - 10.0).abs() < 1e-6);
             assert!(horizon.ensemble.upper >= horizon.ensemble.point);
-            assert_eq!(horizon.models.len(), 6);
+            assert_eq!(horizon.models.len(), 7);
             let weights: f64 = horizon.models.iter().map(|m| m.weight).sum();
             assert!((weights - 1.0).abs() < 1e-9);
             assert!(horizon.ensemble_recent.points > 150.0);
@@ -369,10 +383,24 @@ mod tests {
             ensemble.observe(t, 4.0 + 2.0 * t as f64);
         }
         let forecast = ensemble.forecast(0).expect("forecast");
-        // Seven forecasts scored so far. The last value is 26; the ramp reaches 36 five seconds
-        // later.
-        assert!((forecast.point - 36.0).abs() < 1e-6, "{forecast:?}");
-        assert_eq!(ensemble.leading_model(0), Some("trend"));
+        // Seven forecasts scored so far: the ensemble is the highest model's forecast.
+        let snapshot = ensemble.snapshot();
+        let models = &snapshot.horizons[0].models;
+        let highest = models
+            .iter()
+            .max_by(|a, b| a.forecast.point.total_cmp(&b.forecast.point))
+            .expect("models");
+        assert_eq!(forecast.point, highest.forecast.point, "{forecast:?}");
+        assert_eq!(ensemble.leading_model(0), Some(highest.forecast.model));
+        // The last value is 26; the trend extends the ramp to 36 five seconds later, so the
+        // ensemble is at least that, where the smoothed levels lag.
+        let point = |name: &str| {
+            let model = models.iter().find(|m| m.forecast.model == name);
+            model.map_or(f64::NAN, |m| m.forecast.point)
+        };
+        assert!((point("trend") - 36.0).abs() < 1e-6);
+        assert!(point("holt") < 30.0 && point("ewma_slow") < 30.0);
+        assert!(forecast.point >= 36.0 - 1e-6, "{forecast:?}");
     }
 
     #[test]

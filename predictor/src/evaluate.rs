@@ -12,6 +12,7 @@
 use std::fmt::Write as _;
 
 use crate::ensemble::{Ensemble, EnsembleConfig, ENSEMBLE};
+use crate::forecast::{default_models, Forecaster};
 use crate::score::ErrorStats;
 
 /// Settings of [`evaluate`].
@@ -76,17 +77,23 @@ pub struct EvalReport {
     pub horizons: Vec<HorizonReport>,
 }
 
-/// Replays `series` (one value per second, zeros included) and scores the test part;
-/// `progress(done, total)` is called every 65 536 seconds and at the end.
-pub fn evaluate(
+/// Replays `series` (one value per second, zeros included) through the default models and
+/// scores the test part; `progress(done, total)` is called every 65 536 seconds and at the end.
+pub fn evaluate(series: &[f64], config: &EvalConfig, progress: impl FnMut(u64, u64)) -> EvalReport {
+    evaluate_models(series, default_models(), config, progress)
+}
+
+/// [`evaluate`] with a given model set, e.g. to compare candidate models with the defaults.
+pub fn evaluate_models(
     series: &[f64],
+    models: Vec<Box<dyn Forecaster>>,
     config: &EvalConfig,
     mut progress: impl FnMut(u64, u64),
 ) -> EvalReport {
     let total = series.len() as u64;
     let split = ((total as f64) * config.train_fraction.clamp(0.0, 1.0)).round() as u64;
     let warm_from = split.saturating_sub(config.warmup_sec);
-    let mut ensemble = Ensemble::new(config.ensemble.clone());
+    let mut ensemble = Ensemble::with_models(models, config.ensemble.clone());
     for (t, &value) in (0u64..).zip(series) {
         if t < warm_from {
             ensemble.observe_only(t, value);
@@ -194,7 +201,7 @@ mod tests {
         assert_eq!(calls.last(), Some(&(10_000, 10_000)));
         assert_eq!(report.horizons.len(), 4);
         for horizon in &report.horizons {
-            assert_eq!(horizon.scores.len(), 7);
+            assert_eq!(horizon.scores.len(), 8);
             let ensemble = horizon.score("ensemble").expect("ensemble row");
             // Every test second is a target, including those forecast from the warm-up.
             assert_eq!(ensemble.stats.points as usize, 3_000);

@@ -8,7 +8,8 @@
 //!  control loop (one task, once a second)│ closed seconds
 //!    ForecastEngine::tick ◄──────────────┘
 //!      ├─► Ensemble::observe ─► Scoreboard.score (forecasts from t−h meet their actual)
-//!      │                     ├► models: last value · EWMA fast/slow · damped Holt · seasonal
+//!      │                     ├► models: last value · EWMA fast/slow · damped Holt · trend ·
+//!      │                     │          seasonal · autoregressive (log counts, daily lag)
 //!      │                     └► weights ∝ 1/MAE², upper = point + p90 of own residuals
 //!      ├─► PanicSignal (6 s vs 60 s)
 //!      └─► ServiceForecast snapshots (+ scheduled events) ─► admin API, metrics, policy
@@ -23,6 +24,7 @@
 
 pub mod burst;
 pub mod clock;
+pub mod demand;
 pub mod engine;
 pub mod ensemble;
 pub mod evaluate;
@@ -46,9 +48,10 @@ mod sync {
 
 pub use burst::{BurstConfig, BurstState, PanicSignal};
 pub use clock::{unix_now_ms, Clock, ManualClock, SystemClock};
+pub use demand::DemandRing;
 pub use engine::{EngineConfig, ForecastEngine, HorizonForecast, ServiceForecast};
 pub use ensemble::{Ensemble, EnsembleConfig, EnsembleSnapshot};
-pub use evaluate::{evaluate, format_report, EvalConfig, EvalReport};
+pub use evaluate::{evaluate, evaluate_models, format_report, EvalConfig, EvalReport};
 pub use events::{EventEffect, ScheduledEvent};
 pub use forecast::{Forecast, Forecaster};
 pub use hot_keys::HotKeys;

@@ -7,10 +7,13 @@
 //!        recent sums (exponentially decayed) ─► WAPE, MASE vs last value, bias,
 //!        all-time sums (since reset_totals)      under-prediction rate, upper coverage
 //!        residual ring (actual − point) ─► empirical quantile = the upper-bound margin
+//!        the ensemble's standardized residuals ─► DemandRing (demand quantiles for scaling)
 //! ```
 //!
 //! Errors are scale-free ratios over the same points for every model; plain MAPE is never used
 //! (it is undefined on the many zero seconds of a quiet service).
+
+use crate::demand::{normal_quantile, DemandRing};
 
 /// Settings of the [`Scoreboard`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -157,54 +160,6 @@ fn empirical_quantile(values: &[f64], q: f64, scratch: &mut Vec<f64>) -> f64 {
     *nth
 }
 
-/// Standard normal quantile (Acklam's rational approximation, |error| < 1.2e-9).
-pub fn normal_quantile(p: f64) -> f64 {
-    const A: [f64; 6] = [
-        -3.969_683_028_665_376e1,
-        2.209_460_984_245_205e2,
-        -2.759_285_104_469_687e2,
-        1.383_577_518_672_69e2,
-        -3.066_479_806_614_716e1,
-        2.506_628_277_459_239,
-    ];
-    const B: [f64; 5] = [
-        -5.447_609_879_822_406e1,
-        1.615_858_368_580_409e2,
-        -1.556_989_798_598_866e2,
-        6.680_131_188_771_972e1,
-        -1.328_068_155_288_572e1,
-    ];
-    const C: [f64; 6] = [
-        -7.784_894_002_430_293e-3,
-        -3.223_964_580_411_365e-1,
-        -2.400_758_277_161_838,
-        -2.549_732_539_343_734,
-        4.374_664_141_464_968,
-        2.938_163_982_698_783,
-    ];
-    const D: [f64; 4] = [
-        7.784_695_709_041_462e-3,
-        3.224_671_290_700_398e-1,
-        2.445_134_137_142_996,
-        3.754_408_661_907_416,
-    ];
-    let p = p.clamp(1e-12, 1.0 - 1e-12);
-    let tail = |q: f64| {
-        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
-            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
-    };
-    if p < 0.02425 {
-        tail((-2.0 * p.ln()).sqrt())
-    } else if p > 1.0 - 0.02425 {
-        -tail((-2.0 * (1.0 - p).ln()).sqrt())
-    } else {
-        let q = p - 0.5;
-        let r = q * q;
-        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
-            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
-    }
-}
-
 /// Forecasts waiting for their target second, for one horizon.
 #[derive(Debug, Clone)]
 struct Pending {
@@ -229,6 +184,8 @@ pub struct Scoreboard {
     recent: Vec<Sums>,
     totals: Vec<Sums>,
     residuals: Vec<ResidualRing>,
+    /// Per horizon: the last model's (the ensemble's) standardized residuals.
+    demand: Vec<DemandRing>,
     scratch: Vec<f64>,
     fallback_z: f64,
 }
@@ -265,6 +222,7 @@ impl Scoreboard {
             residuals: (0..cells)
                 .map(|_| ResidualRing::new(residual_window))
                 .collect(),
+            demand: horizons.iter().map(|_| DemandRing::new()).collect(),
             scratch: Vec::with_capacity(residual_window),
             fallback_z: normal_quantile(config.upper_quantile).max(0.0),
         }
@@ -333,6 +291,20 @@ impl Scoreboard {
                 self.totals[cell].add(1.0, point, upper, naive, actual);
                 self.residuals[cell].push(actual - point, capacity_r, q, &mut self.scratch);
             }
+            let last = pending.points[slot * m + m - 1];
+            if let Some(ring) = self.demand.get_mut(h) {
+                ring.push(last, actual);
+            }
+        }
+    }
+
+    /// The count a second forecast at `point` by the last model (the ensemble) at horizon
+    /// number `horizon` stays at or below with probability `q`, from its recent errors in units
+    /// of Poisson noise (see [`DemandRing`]).
+    pub fn demand(&self, horizon: usize, point: f64, q: f64) -> f64 {
+        match self.demand.get(horizon) {
+            Some(ring) => ring.demand(point, q),
+            None => DemandRing::new().demand(point, q),
         }
     }
 
@@ -461,13 +433,5 @@ mod tests {
         assert_eq!(empirical_quantile(&values, 1.0, &mut scratch), 10.0);
         assert_eq!(empirical_quantile(&values, 0.0, &mut scratch), 1.0);
         assert_eq!(empirical_quantile(&[], 0.5, &mut scratch), 0.0);
-    }
-
-    #[test]
-    fn normal_quantile_matches_known_values() {
-        assert!(normal_quantile(0.5).abs() < 1e-9);
-        assert!((normal_quantile(0.9) - 1.281_551_565_5).abs() < 1e-8);
-        assert!((normal_quantile(0.99) - 2.326_347_874).abs() < 1e-8);
-        assert!((normal_quantile(0.01) + 2.326_347_874).abs() < 1e-8);
     }
 }
