@@ -55,6 +55,7 @@ pub use metadata::{
 pub use policy::{LoadError, Policy};
 pub use scaling::{
     Capacity, Dependency, Horizon, PanicWindow, ScaleDown, ScaleUp, ScalingConfig, ScalingRule,
+    Slo, DEFAULT_WAITING_COST,
 };
 pub use service::{Balance, InstanceConfig, RouteConfig, ServiceConfig, MAX_RETRIES};
 pub use source_map::Position;

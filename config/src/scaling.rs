@@ -23,12 +23,14 @@
 //!       scale_up_by: 2
 //!   horizon: auto              # or a fixed duration such as 15s
 //!   horizon_margin: 2s
-//!   scale_up: { max_step: 4, cooldown: 0s }
+//!   scale_up: { max_step: 100, cooldown: 0s }
 //!   scale_down: { max_step: 1, cooldown: 10s, stabilization: 30s }
 //!   panic: { window: 6s, threshold: 2.0 }
 //!   stable_window: 60s
 //!   idle_to_zero_after: 60s
 //!   warm_pool: 1
+//!   waiting_cost: 1.0          # one waiting request is worth this many instance-seconds
+//!   slo: { waiting_percent: 0.5 }   # tunes the headroom online toward this
 //! dependencies:
 //!   - service: api
 //!     fan_out: 0.5
@@ -41,6 +43,15 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::de::duration;
+
+/// Built-in `waiting_cost`: one waiting request is worth one instance-second.
+pub const DEFAULT_WAITING_COST: f64 = 1.0;
+/// Largest `waiting_cost` accepted.
+pub const MAX_WAITING_COST: f64 = 1_000_000.0;
+/// Lowest demand quantile the predictive policy provisions for.
+pub const MIN_DEMAND_QUANTILE: f64 = 0.05;
+/// Highest demand quantile the predictive policy provisions for.
+pub const MAX_DEMAND_QUANTILE: f64 = 0.999_999;
 
 /// Built-in `min_replicas`.
 pub const DEFAULT_MIN_REPLICAS: u32 = 1;
@@ -58,8 +69,9 @@ pub const DEFAULT_HORIZON_MARGIN: Duration = Duration::from_secs(2);
 pub const MIN_FIXED_HORIZON: Duration = Duration::from_secs(1);
 /// Longest fixed horizon (and longest `horizon_margin`).
 pub const MAX_FIXED_HORIZON: Duration = Duration::from_secs(600);
-/// Built-in `scale_up.max_step`.
-pub const DEFAULT_SCALE_UP_STEP: u32 = 4;
+/// Built-in `scale_up.max_step`: high enough that a burst is met in one order (a step of 4
+/// took a 120 → 350 req/s flash crowd 5 orders to meet, each a boot time late, in replay).
+pub const DEFAULT_SCALE_UP_STEP: u32 = 100;
 /// Built-in `scale_down.max_step`.
 pub const DEFAULT_SCALE_DOWN_STEP: u32 = 1;
 /// Built-in `scale_down.cooldown`.
@@ -124,6 +136,19 @@ pub struct ScalingSpec {
     pub warm_pool: Option<u32>,
     /// `false` scales on live load only (reactive, Knative-style), ignoring forecasts and rules.
     pub predictive: Option<bool>,
+    /// What one request that waits for capacity costs, in instance-seconds (default 1): sets
+    /// the quantile of forecast demand the predictive policy provisions for.
+    pub waiting_cost: Option<f64>,
+    /// A waiting objective the headroom is tuned toward online.
+    pub slo: Option<SloSpec>,
+}
+
+/// The `slo:` of a service's scaling as written.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SloSpec {
+    /// Percent of requests that may wait for capacity, in (0, 100).
+    pub waiting_percent: Option<f64>,
 }
 
 /// What one replica handles: exactly one of the two.
@@ -242,6 +267,17 @@ pub struct ScalingConfig {
     pub warm_pool: u32,
     /// Whether forecasts (and rules on them) count; `false` = purely reactive.
     pub predictive: bool,
+    /// Instance-seconds one request that waits for capacity is worth (> 0).
+    pub waiting_cost: f64,
+    /// The waiting objective the headroom is tuned toward, if any.
+    pub slo: Option<Slo>,
+}
+
+/// A service's waiting objective.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Slo {
+    /// Percent of requests that may wait for capacity, in (0, 100).
+    pub waiting_percent: f64,
 }
 
 /// What one replica handles at 100 % utilization.
@@ -390,12 +426,28 @@ impl ScalingConfig {
             idle_to_zero_after: DEFAULT_IDLE_TO_ZERO_AFTER,
             warm_pool: 0,
             predictive: true,
+            waiting_cost: DEFAULT_WAITING_COST,
+            slo: None,
         }
     }
 
     /// The amount one replica should carry: capacity × target utilization.
     pub fn target_per_replica(&self) -> f64 {
         self.capacity.per_replica() * self.target_utilization
+    }
+
+    /// The newsvendor quantile of demand to provision for when one replica serves
+    /// `requests_per_second`: capacity for one more request per second costs
+    /// `1 / requests_per_second` instance-seconds a second and saves `waiting_cost` when that
+    /// request would have waited, so provision until `P(demand > capacity)` equals
+    /// `cost of capacity / (cost of capacity + cost of waiting)`:
+    /// `q = c·r / (c·r + 1)`, within [0.05, 0.999999].
+    pub fn demand_quantile(&self, requests_per_second: f64) -> f64 {
+        let value = self.waiting_cost * requests_per_second.max(0.0);
+        if !value.is_finite() {
+            return MAX_DEMAND_QUANTILE;
+        }
+        (value / (value + 1.0)).clamp(MIN_DEMAND_QUANTILE, MAX_DEMAND_QUANTILE)
     }
 }
 
@@ -620,6 +672,30 @@ impl Resolver<'_, '_> {
         }
 
         let predictive = self.pick("predictive", |s| s.predictive, true);
+        let waiting_cost = self.pick("waiting_cost", |s| s.waiting_cost, DEFAULT_WAITING_COST);
+        if !(waiting_cost.value > 0.0 && waiting_cost.value <= MAX_WAITING_COST) {
+            let message = format!(
+                "waiting_cost {} must be above 0 and at most {MAX_WAITING_COST} instance-seconds",
+                waiting_cost.value
+            );
+            self.problem_at(&waiting_cost, message);
+        }
+        let slo = self.pick("slo", |s| s.slo.clone().map(Some), None);
+        let slo = match slo.value {
+            None => None,
+            Some(spec) => match spec.waiting_percent {
+                Some(p) if p > 0.0 && p < 100.0 => Some(Slo { waiting_percent: p }),
+                other => {
+                    let at = self.path(slo.from, "slo.waiting_percent");
+                    let message = match other {
+                        Some(p) => format!("waiting_percent {p} must be above 0 and below 100"),
+                        None => "slo needs waiting_percent (e.g. 0.5)".to_owned(),
+                    };
+                    (self.report)(&at, message);
+                    None
+                }
+            },
+        };
         Some(ScalingConfig {
             min_replicas: min.value,
             max_replicas: max.value,
@@ -644,6 +720,8 @@ impl Resolver<'_, '_> {
             idle_to_zero_after: idle.value,
             warm_pool: warm_pool.value,
             predictive: predictive.value,
+            waiting_cost: waiting_cost.value,
+            slo,
         })
     }
 

@@ -637,3 +637,50 @@ fn example_declares_scaling_and_dependencies() {
     assert!(shop.scaling.is_some(), "the example scales shop");
     assert_eq!(shop.dependencies[0].service, "api");
 }
+
+#[test]
+fn waiting_cost_sets_the_newsvendor_quantile() {
+    let policy = parse(&service_with(
+        "      waiting_cost: 2\n      slo: { waiting_percent: 0.5 }\n",
+    ))
+    .expect("valid");
+    let scaling = policy.services[0].scaling.clone().expect("scaled");
+    assert_eq!(scaling.waiting_cost, 2.0);
+    assert_eq!(
+        scaling.slo,
+        Some(Slo {
+            waiting_percent: 0.5
+        })
+    );
+    // c·r / (c·r + 1) with 50 req/s per replica: 100 / 101.
+    assert!((scaling.demand_quantile(50.0) - 100.0 / 101.0).abs() < 1e-12);
+    // Bounded both ways.
+    assert_eq!(scaling.demand_quantile(0.0), MIN_DEMAND_QUANTILE);
+    assert_eq!(scaling.demand_quantile(f64::INFINITY), MAX_DEMAND_QUANTILE);
+    let defaults = parse(&service_with("")).expect("valid");
+    let scaling = defaults.services[0].scaling.clone().expect("scaled");
+    assert_eq!(scaling.waiting_cost, DEFAULT_WAITING_COST);
+    assert_eq!(scaling.slo, None);
+}
+
+#[test]
+fn bad_waiting_costs_and_objectives_are_located() {
+    let (line, path, message) = one(&service_with("      waiting_cost: 0\n"));
+    assert_eq!(
+        (line, path.as_str()),
+        (6, "services[0].scaling.waiting_cost")
+    );
+    assert!(
+        message.contains("waiting_cost 0 must be above 0"),
+        "{message}"
+    );
+    let (line, path, message) = one(&service_with("      slo: { waiting_percent: 150 }\n"));
+    assert_eq!(
+        (line, path.as_str()),
+        (6, "services[0].scaling.slo.waiting_percent")
+    );
+    assert!(message.contains("below 100"), "{message}");
+    let (_, path, message) = one(&service_with("      slo: {}\n"));
+    assert_eq!(path, "services[0].scaling.slo.waiting_percent");
+    assert!(message.contains("needs waiting_percent"), "{message}");
+}
