@@ -21,14 +21,21 @@ fn ramp_trace() -> String {
 }
 
 #[test]
-fn replay_compares_policies_and_forecourt_beats_kpa_on_a_ramp() {
+fn replay_compares_policies_at_equal_cost_and_forecourt_beats_kpa_on_a_ramp() {
     let dir = scratch_dir("replay");
     let trace = dir.join("ramp.csv");
     std::fs::write(&trace, ramp_trace()).unwrap();
     let plots = dir.join("plots");
     let out = Command::new(forecourt_bin())
         .args(["replay", "--json", "--boot", "10s", "--capacity", "10"])
-        .args(["--utilization", "0.6,0.7,0.8", "--trace"])
+        .args(["--warmup", "5m", "--utilization", "0.5,0.6,0.7,0.8"])
+        .args([
+            "--waiting-cost",
+            "0.1,1,10,100",
+            "--forecourt-utilization",
+            "0.7",
+        ])
+        .arg("--trace")
         .arg(&trace)
         .arg("--plot")
         .arg(&plots)
@@ -41,7 +48,11 @@ fn replay_compares_policies_and_forecourt_beats_kpa_on_a_ramp() {
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let runs = report["runs"].as_array().unwrap();
-    assert_eq!(runs.len(), 4 * 3, "four policies × three targets");
+    assert_eq!(
+        runs.len(),
+        3 * 4 + 4,
+        "three policies × four targets, Forecourt × four costs"
+    );
     let waited = |policy: &str, util: f64| {
         runs.iter()
             .find(|r| {
@@ -51,27 +62,34 @@ fn replay_compares_policies_and_forecourt_beats_kpa_on_a_ramp() {
             .and_then(|r| r["waited_percent"].as_f64())
             .unwrap()
     };
-    for util in [0.6, 0.7, 0.8] {
+    for util in [0.5, 0.6, 0.7, 0.8] {
         assert_eq!(waited("static-peak", util), 0.0);
         assert!(waited("oracle", util) < 0.1, "the oracle barely waits");
-        assert!(
-            waited("forecourt", util) < waited("knative-kpa", util),
-            "at {util}: forecourt {} vs kpa {}",
-            waited("forecourt", util),
-            waited("knative-kpa", util)
-        );
     }
+    // Forecourt's curve at KPA's costs: every KPA run it reaches waits more than Forecourt.
+    let rows = report["equal_cost"].as_array().unwrap();
+    assert_eq!(rows.len(), 4, "one row per KPA run");
+    let compared: Vec<f64> = rows.iter().filter_map(|r| r["ratio"].as_f64()).collect();
+    assert!(compared.len() >= 2, "the sweeps overlap: {rows:?}");
+    for row in rows.iter().filter(|r| r["ratio"].is_number()) {
+        let ratio = row["ratio"].as_f64().unwrap();
+        assert!(ratio < 1.0, "at KPA {}: ratio {ratio}", row["kpa_target"]);
+        assert!(row["forecourt_waited_percent"].as_f64().unwrap() >= 0.0);
+        assert!(row["kpa_instance_seconds"].as_f64().unwrap() > 0.0);
+    }
+    // The warm-up is simulated, not measured.
     let arrived = runs[0]["arrived"].as_f64().unwrap();
     let expected: f64 = ramp_trace()
         .lines()
-        .skip(1)
+        .skip(1 + 300)
         .map(|l| l.rsplit(',').next().unwrap().parse::<f64>().unwrap())
         .sum();
     assert_eq!(arrived, expected);
+    assert_eq!(report["warmup_seconds"], 300);
     assert!(report["summary"]
         .as_str()
         .unwrap()
-        .contains("oracle's gain"));
+        .contains("At equal cost"));
     for file in [
         "timeline.svg",
         "timeline.png",
@@ -83,12 +101,95 @@ fn replay_compares_policies_and_forecourt_beats_kpa_on_a_ramp() {
     }
 
     // Bad input is an error that names it.
-    let bad = Command::new(forecourt_bin())
-        .args(["replay", "--utilization", "1.5", "--trace"])
-        .arg(&trace)
+    for (flag, value) in [("--utilization", "1.5"), ("--waiting-cost", "0")] {
+        let bad = Command::new(forecourt_bin())
+            .args(["replay", flag, value, "--trace"])
+            .arg(&trace)
+            .output()
+            .unwrap();
+        assert!(!bad.status.success());
+        assert!(String::from_utf8_lossy(&bad.stderr).contains(flag));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn scaling_a_trace_superposes_unless_told_to_multiply() {
+    let dir = scratch_dir("replay-scale");
+    let trace = dir.join("steady.csv");
+    // One hour at a steady 5/s.
+    let mut text = String::from("t,service,count\n");
+    for t in 0..3_600 {
+        text.push_str(&format!("{t},api,5\n"));
+    }
+    std::fs::write(&trace, text).unwrap();
+    let replay = |extra: &[&str]| -> serde_json::Value {
+        let out = Command::new(forecourt_bin())
+            .args([
+                "replay",
+                "--json",
+                "--utilization",
+                "0.7",
+                "--waiting-cost",
+                "1",
+            ])
+            .args([
+                "--forecourt-utilization",
+                "0.7",
+                "--warmup",
+                "0s",
+                "--scale",
+                "4",
+            ])
+            .args(extra)
+            .arg("--trace")
+            .arg(&trace)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let superposed = replay(&[]);
+    let multiplied = replay(&["--multiply"]);
+    assert_eq!(superposed["scaled_by"], "superposing");
+    assert_eq!(multiplied["scaled_by"], "multiplying");
+    // Four shifted copies of a constant trace are the same total as multiplying by four.
+    let arrived = |r: &serde_json::Value| r["runs"][0]["arrived"].as_f64().unwrap();
+    assert_eq!(arrived(&superposed), 4.0 * 5.0 * 3_600.0);
+    assert_eq!(arrived(&multiplied), arrived(&superposed));
+
+    // A synthetic family replays without a trace file.
+    let out = Command::new(forecourt_bin())
+        .args([
+            "replay",
+            "--json",
+            "--synthetic",
+            "bursty-mmpp",
+            "--rate",
+            "20",
+        ])
+        .args([
+            "--seconds",
+            "30m",
+            "--utilization",
+            "0.7",
+            "--waiting-cost",
+            "1",
+        ])
+        .args(["--forecourt-utilization", "0.7"])
         .output()
         .unwrap();
-    assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("--utilization"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["synthetic"], "bursty-mmpp");
+    assert!(arrived(&report) > 0.0);
     let _ = std::fs::remove_dir_all(&dir);
 }

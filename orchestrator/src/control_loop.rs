@@ -65,6 +65,8 @@ pub struct HostService<'a> {
     pub held: u32,
     /// Mean request latency in seconds (0 when unknown).
     pub mean_latency_secs: f64,
+    /// Requests that have waited for capacity since the host started (cumulative).
+    pub waited: u64,
     /// Its flagged versions (empty for most services).
     pub versions: Vec<VersionSighting<'a>>,
 }
@@ -236,6 +238,7 @@ impl ControlLoop {
                 ready: s.ready,
                 held: s.held,
                 mean_latency_secs: s.mean_latency_secs,
+                waited: s.waited,
                 peers: PeerLoad::sum(&peers, &s.config.name),
                 may_order: leading || s.config.kubernetes.is_none(),
             })
@@ -270,6 +273,11 @@ impl ControlLoop {
     /// The upper forecast the scaling step last used for `service`, if it forecasts.
     pub fn last_forecast(&self, service: &str) -> Option<f64> {
         self.autoscaler.last_forecast(service)
+    }
+
+    /// The headroom controller's state for `service`, when it declares an `slo`.
+    pub fn headroom(&self, service: &str) -> Option<crate::scale::headroom::HeadroomState> {
+        self.autoscaler.headroom(service)
     }
 
     /// One pre-deploy pass over the flagged versions of every scaled service (launched or on

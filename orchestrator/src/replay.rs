@@ -12,7 +12,9 @@
 //!    fleet.order(t, desired)               ready at t + boot, billed from now
 //! ```
 
+pub mod compare;
 pub mod fleet;
+pub mod synthetic;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -25,6 +27,8 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::backend::{Orchestrator, OrchestratorError, Update};
 use crate::control_loop::{ControlLoop, ControlPlane, HostService, HostState};
+use crate::scale::kpa::{Kpa, KpaConfig, KpaConfigError, KpaWindows};
+pub use compare::{equal_cost, pareto, EqualCost, SweepPoint};
 pub use fleet::{FleetShape, FleetStats, SimFleet};
 
 /// What a policy sees at the end of second `t`.
@@ -40,6 +44,8 @@ pub struct Tick<'a> {
     pub ordered: u32,
     /// Requests queued for capacity.
     pub queued: f64,
+    /// Requests that have waited for capacity so far (served late or expired).
+    pub waited: f64,
 }
 
 impl Tick<'_> {
@@ -91,6 +97,7 @@ struct ReplayState {
     service: ServiceConfig,
     ready: u32,
     held: u32,
+    waited: u64,
     service_time_secs: f64,
 }
 
@@ -109,6 +116,7 @@ impl HostState for ReplayState {
             ready: self.ready,
             held: self.held,
             mean_latency_secs: self.service_time_secs,
+            waited: self.waited,
             versions: Vec::new(),
         }]
     }
@@ -196,6 +204,7 @@ impl ForecourtReplay {
             service: replayed_service(scaling),
             ready: 0,
             held: 0,
+            waited: 0,
             service_time_secs: 0.0,
         };
         let orchestrator = Arc::new(ReplayBackend::default());
@@ -240,11 +249,9 @@ impl ReplayPolicy for ForecourtReplay {
         // The control loop ticks just after the second closes.
         let now_ms = second_ms + 1_020;
         self.state.ready = tick.ready;
-        self.state.held = if tick.ready == 0 {
-            tick.queued.ceil().min(f64::from(u32::MAX)) as u32
-        } else {
-            0
-        };
+        // The fleet's queue is what Forecourt holds for capacity.
+        self.state.held = tick.queued.ceil().min(f64::from(u32::MAX)) as u32;
+        self.state.waited = tick.waited.max(0.0) as u64;
         self.orchestrator
             .replicas
             .store(tick.ordered, Ordering::Relaxed);
@@ -256,6 +263,59 @@ impl ReplayPolicy for ForecourtReplay {
 
     fn forecast(&self) -> Option<f64> {
         self.last_forecast
+    }
+}
+
+impl ForecourtReplay {
+    /// The headroom controller's state, when the replayed scaling declares an `slo`.
+    pub fn headroom(&self) -> Option<crate::scale::headroom::HeadroomState> {
+        self.control.headroom(REPLAYED)
+    }
+}
+
+// === Knative KPA ===
+
+/// Knative's KPA as a replay policy: per-second windows feeding [`Kpa::scale`].
+#[derive(Debug)]
+pub struct KpaReplay {
+    kpa: Kpa,
+    windows: KpaWindows,
+    last: u32,
+}
+
+impl KpaReplay {
+    /// KPA with `config`, starting from one pod.
+    pub fn new(config: KpaConfig) -> Result<Self, Vec<KpaConfigError>> {
+        let windows = KpaWindows::new(&config);
+        Ok(Self {
+            kpa: Kpa::new(config)?,
+            windows,
+            last: 1,
+        })
+    }
+}
+
+impl ReplayPolicy for KpaReplay {
+    fn name(&self) -> String {
+        "knative-kpa".to_owned()
+    }
+
+    fn desired(&mut self, tick: &Tick<'_>) -> u32 {
+        let second_ms = tick.t.saturating_mul(1_000);
+        self.windows.record(second_ms + 500, tick.arrivals());
+        // Knative skips a decision when its windows hold no data.
+        if let Some(observed) = self.windows.observed(second_ms + 999) {
+            self.last = self
+                .kpa
+                .scale(
+                    second_ms + 1_000,
+                    observed.stable,
+                    observed.panic,
+                    tick.ready,
+                )
+                .desired;
+        }
+        self.last
     }
 }
 
@@ -365,6 +425,7 @@ pub fn run(
             ready: fleet.ready(),
             ordered: fleet.ordered(),
             queued: fleet.queued(),
+            waited: fleet.stats().waited + fleet.stats().past_deadline,
         };
         let desired = policy.desired(&tick);
         fleet.order(t, desired);
@@ -418,6 +479,7 @@ mod tests {
             seed: 1,
             capacity: 10.0,
             deadline_secs: 60,
+            warmup_secs: 0,
         }
     }
 
@@ -448,6 +510,40 @@ mod tests {
         assert_eq!(fixed.stats.waited, 0.0);
         assert!(fixed.stats.instance_seconds > oracle.stats.instance_seconds);
         assert!(oracle.timeline.len() >= 50);
+    }
+
+    #[test]
+    fn the_headroom_controller_moves_toward_the_slo() {
+        use crate::replay::synthetic::{Family, Synthetic};
+        use crate::scale::headroom::{MAX_OFFSET, MIN_OFFSET};
+        let series = Synthetic {
+            family: Family::Bursty,
+            mean_rate: 30.0,
+            seconds: 4 * 3_600,
+            seed: 3,
+        }
+        .series();
+        let replay = |slo: Option<f64>| {
+            let mut scaling = default_scaling(10.0, 0.7);
+            scaling.slo = slo.map(|waiting_percent| forecourt_config::Slo { waiting_percent });
+            let mut policy = ForecourtReplay::new(scaling);
+            let report = run(&series, &mut policy, shape(), 3, 10, |_, _| {});
+            (report.stats, policy.headroom())
+        };
+        let (plain, none) = replay(None);
+        assert_eq!(none, None);
+        // A strict objective raises the headroom: less waiting, more cost.
+        let (strict, state) = replay(Some(0.01));
+        let state = state.expect("an slo runs the controller");
+        assert!(state.last_move.is_some() && state.last_waiting_percent.is_some());
+        assert!((MIN_OFFSET..=MAX_OFFSET).contains(&state.offset));
+        assert!(strict.waited_share() < plain.waited_share());
+        assert!(strict.instance_seconds > plain.instance_seconds);
+        // A loose one lowers it: cheaper.
+        let (loose, state) = replay(Some(50.0));
+        assert!(state.expect("controller").offset < 0.0);
+        assert!(loose.instance_seconds < plain.instance_seconds);
+        assert!(loose.waited_share() > plain.waited_share());
     }
 
     #[test]

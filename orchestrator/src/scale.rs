@@ -10,4 +10,5 @@
 
 pub mod autoscaler;
 pub mod decide;
+pub mod headroom;
 pub mod kpa;

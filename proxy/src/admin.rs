@@ -177,7 +177,10 @@ fn get(front_door: &FrontDoor, segments: &[&str]) -> Response<Full<Bytes>> {
         }
         ["v1", "forecasts"] => json(
             StatusCode::OK,
-            &forecasts_json(&front_door.control.forecasts.load()),
+            &forecasts_json(
+                &front_door.control.forecasts.load(),
+                &front_door.control.scaling.load(),
+            ),
         ),
         ["v1", "services"] => {
             let snapshot = front_door.snapshot();

@@ -269,20 +269,158 @@ impl HostState for Snapshot {
     fn services(&self) -> Vec<HostService<'_>> {
         self.services
             .iter()
-            .map(|s| HostService {
-                config: &s.config,
-                ready: u32::try_from(s.instances.ready().unflagged().len()).unwrap_or(u32::MAX),
-                held: u32::try_from(s.metrics.held_now.load(Relaxed)).unwrap_or(u32::MAX),
-                mean_latency_secs: 0.0,
-                versions: s
-                    .versions
-                    .iter()
-                    .map(|v| VersionSighting {
-                        config: &v.config,
-                        last_seen_ms: v.stats.last_seen_ms(),
-                    })
-                    .collect(),
+            .map(|s| {
+                let ready = s.instances.ready();
+                HostService {
+                    config: &s.config,
+                    ready: u32::try_from(ready.unflagged().len()).unwrap_or(u32::MAX),
+                    held: u32::try_from(s.metrics.held_now.load(Relaxed)).unwrap_or(u32::MAX),
+                    mean_latency_secs: mean_latency_secs(ready.unflagged()),
+                    waited: s.metrics.held.load(Relaxed),
+                    versions: s
+                        .versions
+                        .iter()
+                        .map(|v| VersionSighting {
+                            config: &v.config,
+                            last_seen_ms: v.stats.last_seen_ms(),
+                        })
+                        .collect(),
+                }
             })
             .collect()
+    }
+}
+
+/// The measured mean latency of a service in seconds, for Little's law: the mean of the latency
+/// EWMAs of its ready instances that have answered at least once (each instance counts once, so
+/// one slow instance cannot hide behind a busy fast one), or 0 when none has answered yet (the
+/// control loop then falls back to in flight over arrival rate). Reads atomics only.
+fn mean_latency_secs(ready: &[Arc<Instance>]) -> f64 {
+    let (sum_us, measured) = ready
+        .iter()
+        .map(|i| i.latency_ewma_us())
+        .filter(|us| us.is_finite() && *us > 0.0)
+        .fold((0.0, 0u32), |(sum, n), us| (sum + us, n + 1));
+    if measured == 0 {
+        0.0
+    } else {
+        sum_us / f64::from(measured) / 1e6
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use forecourt_orchestrator::ReadySet;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+
+    fn instance(port: u16, version: &str, latency: Option<Duration>) -> Arc<Instance> {
+        let instance = Arc::new(Instance::new(
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            version,
+        ));
+        if let Some(latency) = latency {
+            instance.observe_latency(latency);
+        }
+        instance
+    }
+
+    #[test]
+    fn mean_latency_is_over_ready_instances_that_have_answered() {
+        assert_eq!(mean_latency_secs(&[]), 0.0);
+        assert_eq!(mean_latency_secs(&[instance(1, "stable", None)]), 0.0);
+        let ready = [
+            instance(1, "stable", Some(Duration::from_millis(20))),
+            instance(2, "stable", Some(Duration::from_millis(60))),
+            instance(3, "stable", None),
+        ];
+        assert!((mean_latency_secs(&ready) - 0.040).abs() < 1e-9);
+    }
+
+    #[test]
+    fn flagged_versions_do_not_count_towards_the_mean() {
+        let ready = ReadySet::new(
+            vec![
+                instance(1, "stable", Some(Duration::from_millis(10))),
+                instance(2, "canary", Some(Duration::from_millis(500))),
+            ],
+            &[Arc::from("canary")],
+        );
+        assert!((mean_latency_secs(ready.unflagged()) - 0.010).abs() < 1e-9);
+    }
+
+    /// A backend that answers every request with `200` and closes.
+    async fn ok_backend() -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("local address");
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    let _ = stream.read(&mut buf).await;
+                    let _ = stream
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                        )
+                        .await;
+                });
+            }
+        });
+        address
+    }
+
+    #[tokio::test]
+    async fn the_control_loop_gets_the_measured_latency_of_ready_instances() {
+        let backend = ok_backend().await;
+        let text = format!(
+            "listeners: {{ proxy: 127.0.0.1:0, admin: 127.0.0.1:0 }}
+defaults:
+  health_check: {{ interval: 50ms, timeout: 50ms, healthy_threshold: 1 }}
+services:
+  - name: shop
+    instances: [{{ address: \"{backend}\" }}]
+"
+        );
+        let policy = Policy::parse(&text, std::path::Path::new("t.yaml")).expect("valid policy");
+        let snapshot = Snapshot::new(Arc::new(policy), None);
+        let service = snapshot.service("shop").expect("shop");
+        let host = |snapshot: &Snapshot| {
+            let services = snapshot.services();
+            (services[0].ready, services[0].mean_latency_secs)
+        };
+        assert_eq!(host(&snapshot), (0, 0.0), "nothing ready, nothing measured");
+
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let checker = tokio::spawn(forecourt_orchestrator::check_service(
+            Arc::clone(&service.instances),
+            service.config.health_check.clone(),
+            shutdown,
+            None,
+        ));
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while service.instances.ready().unflagged().is_empty() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the instance is confirmed ready");
+        assert_eq!(host(&snapshot), (1, 0.0), "ready but not measured yet");
+
+        service.instances.ready().unflagged()[0].observe_latency(Duration::from_millis(80));
+        let (ready, latency) = host(&snapshot);
+        assert_eq!(ready, 1);
+        assert!(
+            (latency - 0.080).abs() < 1e-9,
+            "measured latency passed: {latency}"
+        );
+
+        let _ = stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(5), checker).await;
     }
 }

@@ -168,6 +168,8 @@ pub struct ServiceWindows {
     pub forecast_point: Option<f64>,
     /// The upper bound of that forecast.
     pub forecast_upper: Option<f64>,
+    /// The demand this replica provisions for over the horizon (its demand quantile).
+    pub forecast_demand: Option<f64>,
     /// Requests held waiting for an instance.
     pub held: u32,
     /// Flagged versions whose traffic this replica has seen.

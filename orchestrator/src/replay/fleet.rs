@@ -23,6 +23,11 @@ pub struct FleetShape {
     pub capacity: f64,
     /// Seconds a request waits at most before it counts as failed.
     pub deadline_secs: u64,
+    /// Seconds at the start that are simulated but not measured (every policy starts from the
+    /// same cold fleet and an empty history; what it does before it has seen any traffic says
+    /// nothing about it): requests arriving and instance-seconds billed before then are not
+    /// counted.
+    pub warmup_secs: u64,
 }
 
 /// What a simulated fleet measured over a run.
@@ -42,6 +47,9 @@ pub struct FleetStats {
     pub instance_seconds: f64,
     /// Ready instance-seconds whose capacity went unused.
     pub idle_instance_seconds: f64,
+    /// Requests that arrived while no instance was ready (a cold start stood between them and
+    /// any capacity).
+    pub cold_starts: f64,
     /// Times the ordered count changed.
     pub scale_actions: u64,
 }
@@ -130,7 +138,9 @@ impl SimFleet {
         if desired == ordered {
             return;
         }
-        self.stats.scale_actions += 1;
+        if t >= self.shape.warmup_secs {
+            self.stats.scale_actions += 1;
+        }
         if desired > ordered {
             for _ in 0..desired - ordered {
                 let ready_at = t.saturating_add(self.boot());
@@ -165,9 +175,17 @@ impl SimFleet {
             self.pending.pop_front();
             self.ready += 1;
         }
-        self.stats.instance_seconds += f64::from(self.ordered());
+        let measured = t >= self.shape.warmup_secs;
+        if measured {
+            self.stats.instance_seconds += f64::from(self.ordered());
+        }
         let arrivals = arrivals.max(0.0);
-        self.stats.arrived += arrivals;
+        if measured {
+            self.stats.arrived += arrivals;
+            if self.ready == 0 {
+                self.stats.cold_starts += arrivals;
+            }
+        }
         if arrivals > 0.0 {
             self.queue.push_back((t, arrivals));
         }
@@ -180,6 +198,12 @@ impl SimFleet {
             let served = n.min(left);
             left -= served;
             *n -= served;
+            if *arrived < self.shape.warmup_secs {
+                if *n <= 1e-9 {
+                    self.queue.pop_front();
+                }
+                continue;
+            }
             let wait = t - *arrived;
             if wait == 0 {
                 self.stats.served_at_once += served;
@@ -194,7 +218,7 @@ impl SimFleet {
                 self.queue.pop_front();
             }
         }
-        if self.shape.capacity > 0.0 {
+        if self.shape.capacity > 0.0 && measured {
             self.stats.idle_instance_seconds += left / self.shape.capacity;
         }
         // Requests whose deadline passed give up.
@@ -202,7 +226,9 @@ impl SimFleet {
             if t.saturating_sub(arrived) < self.shape.deadline_secs {
                 break;
             }
-            self.stats.past_deadline += n;
+            if arrived >= self.shape.warmup_secs {
+                self.stats.past_deadline += n;
+            }
             self.queue.pop_front();
         }
     }
@@ -224,7 +250,35 @@ mod tests {
             seed: 1,
             capacity: 10.0,
             deadline_secs: 5,
+            warmup_secs: 0,
         }
+    }
+
+    #[test]
+    fn the_warmup_is_simulated_but_not_measured() {
+        let shape = FleetShape {
+            warmup_secs: 10,
+            ..shape()
+        };
+        let mut fleet = SimFleet::new(shape, 0);
+        // 50 requests queue during the warm-up and are served after it: not counted.
+        for t in 0..10 {
+            fleet.step(t, 5.0);
+        }
+        fleet.order(9, 1);
+        for t in 10..20 {
+            fleet.step(t, 1.0);
+        }
+        let stats = fleet.stats();
+        assert_eq!(stats.arrived, 10.0);
+        assert_eq!(stats.instance_seconds, 10.0);
+        assert_eq!(stats.scale_actions, 0);
+        // The warm-up's backlog is served first, so the measured requests wait behind it.
+        assert_eq!(
+            stats.served_at_once + stats.waited + fleet.queued(),
+            10.0 + fleet.queued()
+        );
+        assert!(stats.waited > 0.0);
     }
 
     #[test]

@@ -15,13 +15,14 @@ use std::sync::Arc;
 use ahash::AHashMap;
 use arc_swap::ArcSwap;
 use forecourt_config::{Capacity, ScalingConfig, ServiceConfig, DEFAULT_VERSION};
-use forecourt_predictor::{ForecastEngine, HorizonForecast, Predictor, ServiceId};
+use forecourt_predictor::{ForecastEngine, Predictor, ServiceId};
 
 use crate::backend::{Orchestrator, OrchestratorError};
 use crate::scale::decide::{
     decide, dependency_demand, millis, Decision, ForecastAtHorizon, Reason, ScalingInputs,
     ScalingState, ServiceLoad, TimeToReady,
 };
+use crate::scale::headroom::{HeadroomController, HeadroomState};
 
 /// One service as the scaling step sees it at a tick.
 #[derive(Debug, Clone, Copy)]
@@ -34,6 +35,8 @@ pub struct ServiceView<'a> {
     pub held: u32,
     /// Mean request latency in seconds (0 when unknown).
     pub mean_latency_secs: f64,
+    /// Requests that have waited for capacity since the host started (cumulative).
+    pub waited: u64,
     /// The load the other Forecourt replicas see (zero with one replica).
     pub peers: PeerLoad,
     /// Whether this replica may order capacity for the service (on Kubernetes, only the leader).
@@ -72,12 +75,12 @@ impl PeerLoad {
             load.panic_concurrency += window.panic_concurrency;
             load.held = load.held.saturating_add(window.held);
             if let (Some(point), Some(upper)) = (window.forecast_point, window.forecast_upper) {
-                let sum = load.forecast.get_or_insert(ForecastAtHorizon {
-                    point: 0.0,
-                    upper: 0.0,
-                });
+                let sum = load.forecast.get_or_insert(ForecastAtHorizon::default());
                 sum.point += point;
                 sum.upper += upper;
+                // Quantiles do not add; their sum is on the safe side. A peer of an older
+                // version publishes no demand: its p90 bound stands in.
+                sum.demand += window.forecast_demand.unwrap_or(upper);
             }
         }
         load
@@ -109,6 +112,10 @@ pub struct ServiceScaling {
     pub capacity_kind: &'static str,
     /// Predicted load over current capacity.
     pub predicted_utilization: Option<f64>,
+    /// The demand quantile provisioned for (newsvendor, moved by the headroom controller).
+    pub demand_quantile: f64,
+    /// The adaptive headroom controller's state, when the service declares an `slo`.
+    pub headroom: Option<HeadroomState>,
     /// Whether the panic window runs far above what the ready replicas can take.
     pub panicking: bool,
     /// The last ordering error, if the orchestrator refused.
@@ -166,6 +173,9 @@ pub struct ServiceScaler {
     last_ready: u32,
     last_arrival_ms: Option<u64>,
     local: crate::kubernetes::leader::ServiceWindows,
+    headroom: Option<HeadroomController>,
+    /// The next second whose arrivals the headroom controller has not counted.
+    next_counted_sec: Option<u64>,
 }
 
 /// What the scaler needs to know about one service at a tick, besides its windows and forecast.
@@ -179,6 +189,8 @@ pub struct ServiceNow {
     pub held: u32,
     /// Mean request latency in seconds (0 when unknown).
     pub mean_latency_secs: f64,
+    /// Requests that have waited for capacity since the host started (cumulative).
+    pub waited: u64,
     /// Extra req/s pushed by upstream services.
     pub dependency_demand: f64,
     /// The other Forecourt replicas' load.
@@ -188,18 +200,87 @@ pub struct ServiceNow {
 // === impl ServiceScaler ===
 
 impl ServiceScaler {
-    /// The forecast at this service's horizon (measured time-to-ready + margin, or fixed);
-    /// `None` for a reactive policy or while the predictor knows nothing.
+    /// The forecast at this service's horizon (measured time-to-ready + margin, or fixed) and
+    /// the demand to provision for: the highest demand quantile over the seconds from now to
+    /// the horizon (1 s, every configured horizon below it, and the horizon itself); `None`
+    /// for a reactive policy or while the predictor knows nothing.
     pub fn forecast(
         &self,
         scaling: &ScalingConfig,
         engine: &ForecastEngine,
         id: ServiceId,
-    ) -> Option<HorizonForecast> {
+        mean_latency_secs: f64,
+    ) -> Option<ForecastAtHorizon> {
         if !scaling.predictive {
             return None;
         }
-        engine.forecast(id, self.time_to_ready.horizon_secs(&scaling.horizon))
+        let horizon = self.time_to_ready.horizon_secs(&scaling.horizon).max(1);
+        let at = engine.forecast(id, horizon)?;
+        let q = self.demand_quantile(scaling, mean_latency_secs);
+        let configured = &engine.config().ensemble.horizons;
+        let demand = std::iter::once(1)
+            .chain(configured.iter().copied().filter(|&h| h > 1 && h < horizon))
+            .chain(std::iter::once(horizon))
+            .filter_map(|h| engine.demand(id, h, q))
+            .fold(0.0, f64::max);
+        Some(ForecastAtHorizon {
+            point: at.point,
+            upper: at.upper,
+            demand,
+        })
+    }
+
+    /// The demand quantile this service provisions for: the newsvendor quantile of its
+    /// `waiting_cost` and what one replica serves (concurrency over latency for a concurrency
+    /// capacity; the lowest quantile while no latency is known), moved by the headroom
+    /// controller when the service declares an `slo`.
+    pub fn demand_quantile(&self, scaling: &ScalingConfig, mean_latency_secs: f64) -> f64 {
+        let per_replica = match scaling.capacity {
+            Capacity::RequestsPerSecond(rps) => rps,
+            Capacity::Concurrency(c) if mean_latency_secs > 0.0 => c / mean_latency_secs,
+            Capacity::Concurrency(_) => 0.0,
+        };
+        let base = scaling.demand_quantile(per_replica);
+        self.headroom.as_ref().map_or(base, |h| h.quantile(base))
+    }
+
+    /// The headroom controller's state, when the service declares an `slo`.
+    pub fn headroom(&self) -> Option<HeadroomState> {
+        self.headroom.as_ref().map(HeadroomController::state)
+    }
+
+    /// Feeds the headroom controller the seconds closed since the last tick and the service's
+    /// cumulative waiting; starts, replaces or drops it when the policy's `slo` changes.
+    fn observe_waiting(
+        &mut self,
+        scaling: &ScalingConfig,
+        predictor: &Predictor,
+        id: ServiceId,
+        waited: u64,
+        now_ms: u64,
+    ) {
+        let Some(slo) = scaling.slo else {
+            self.headroom = None;
+            return;
+        };
+        if self
+            .headroom
+            .as_ref()
+            .is_none_or(|h| h.slo_percent() != slo.waiting_percent)
+        {
+            self.headroom = Some(HeadroomController::new(slo.waiting_percent));
+        }
+        let current_sec = now_ms / 1_000;
+        let from = self.next_counted_sec.unwrap_or(current_sec);
+        // The windows hold a bounded past: a long pause counts only what they still hold.
+        let from = from.max(current_sec.saturating_sub(predictor.held_seconds()));
+        let arrived: u64 = (from..current_sec)
+            .map(|sec| predictor.second_count(id, now_ms, sec).unwrap_or(0))
+            .sum();
+        self.next_counted_sec = Some(current_sec.max(from));
+        if let Some(headroom) = &mut self.headroom {
+            headroom.observe(now_ms, arrived, waited);
+        }
     }
 
     /// The forecast horizon in seconds.
@@ -218,10 +299,11 @@ impl ServiceScaler {
         scaling: &ScalingConfig,
         predictor: &Predictor,
         id: ServiceId,
-        forecast: Option<HorizonForecast>,
+        forecast: Option<ForecastAtHorizon>,
         service: ServiceNow,
         now_ms: u64,
     ) -> Decision {
+        self.observe_waiting(scaling, predictor, id, service.waited, now_ms);
         if service.ready > self.last_ready {
             self.time_to_ready
                 .became_ready(now_ms, service.ready - self.last_ready);
@@ -235,10 +317,6 @@ impl ServiceScaler {
         let windows = predictor.service(id);
         let rate = |span| windows.map_or(0.0, |w| w.arrival_rate(now_ms, span));
         let concurrency = |span| windows.map_or(0.0, |w| w.average_concurrency(now_ms, span));
-        let forecast = forecast.map(|f| ForecastAtHorizon {
-            point: f.point,
-            upper: f.upper,
-        });
         self.local = crate::kubernetes::leader::ServiceWindows {
             service: String::new(),
             stable_rate: rate(stable_ms),
@@ -247,6 +325,7 @@ impl ServiceScaler {
             panic_concurrency: concurrency(panic_ms),
             forecast_point: forecast.map(|f| f.point),
             forecast_upper: forecast.map(|f| f.upper),
+            forecast_demand: forecast.map(|f| f.demand),
             held: service.held,
             flagged: Vec::new(),
         };
@@ -258,6 +337,7 @@ impl ServiceScaler {
             (Some(own), Some(theirs)) => Some(ForecastAtHorizon {
                 point: own.point + theirs.point,
                 upper: own.upper + theirs.upper,
+                demand: own.demand + theirs.demand,
             }),
             (own, theirs) => own.or(theirs),
         };
@@ -343,7 +423,8 @@ impl Autoscaler {
         for view in services {
             let memory = self.memory.entry(view.config.name.clone()).or_default();
             let forecast = view.config.scaling.as_ref().and_then(|scaling| {
-                memory.forecast(scaling, engine, predictor.service_id(&view.config.name)?)
+                let id = predictor.service_id(&view.config.name)?;
+                memory.forecast(scaling, engine, id, view.mean_latency_secs)
             });
             forecasts.push(forecast);
         }
@@ -385,6 +466,7 @@ impl Autoscaler {
                 ready,
                 held: view.held,
                 mean_latency_secs: view.mean_latency_secs,
+                waited: view.waited,
                 dependency_demand: extra,
                 peers: view.peers,
             };
@@ -417,11 +499,18 @@ impl Autoscaler {
                     Capacity::Concurrency(_) => "concurrency",
                 },
                 predicted_utilization: decision.predicted_utilization,
+                demand_quantile: memory.demand_quantile(scaling, view.mean_latency_secs),
+                headroom: memory.headroom(),
                 panicking: decision.panicking,
                 error,
             });
         }
         self.board.store(Arc::new(ScalingBoard { services: board }));
+    }
+
+    /// The headroom controller's state for `service`, when it declares an `slo`.
+    pub fn headroom(&self, service: &str) -> Option<HeadroomState> {
+        self.memory.get(service)?.headroom()
     }
 
     /// The upper forecast at the horizon that the last tick used for `service`, if it forecasts.
@@ -593,6 +682,7 @@ mod tests {
                         .expect("a few instances"),
                     held: if config.name == "shop" { held } else { 0 },
                     mean_latency_secs: 0.0,
+                    waited: 0,
                     peers: PeerLoad::default(),
                     may_order: true,
                 })

@@ -3,10 +3,15 @@
 //! ```text
 //!  ScalingInputs (one service, one tick: live rates, forecast at the horizon, held requests)
 //!        │
-//!        ├─► reactive   = stable window, or panic window while panicking (Knative KPA-like;
-//!        │                panic holds its peak: never scales down)
-//!        ├─► predictive = forecast upper bound + dependency demand ─► replicas (rps, or
-//!        │                concurrency through Little's law)
+//!        ├─ with a forecast (predictive):
+//!        │    predictive = demand quantile over the time-to-ready horizon + dependency demand
+//!        │                 + held requests / panic window, at full capacity: the quantile is
+//!        │                 the headroom, counted once
+//!        │    live       = the panic window's load at full capacity (a floor under a lagging
+//!        │                 forecast); while panicking, Knative's panic peak when higher
+//!        ├─ without one (reactive, or warming up):
+//!        │    reactive   = stable window, or panic window while panicking, at
+//!        │                 target_utilization (Knative KPA; panic holds its peak)
 //!        ├─► rules      = current + scale_up_by when predicted utilization > threshold
 //!        ▼
 //!  recommended = max(…) ─► warm pool ─► keep one until idle ─► clamp [min, max]
@@ -18,6 +23,8 @@
 //!  Decision { desired, reactive, predictive, reason, … }
 //!
 //!  TimeToReady: replica ordered ─► confirmed ready ─► p90 of recent ─► horizon (+ margin)
+//!  demand quantile q = c·r / (c·r + 1): c = waiting_cost (instance-seconds per waiting request),
+//!                      r = requests per second one replica serves (the newsvendor's ratio)
 //!  dependency_demand: upstream forecast surges (point − current) × fan-out, along the dependency graph
 //! ```
 //!
@@ -52,8 +59,12 @@ const ROUNDING_SLACK: f64 = 1e-9;
 pub struct ForecastAtHorizon {
     /// Point forecast, req/s.
     pub point: f64,
-    /// Upper bound (point plus the forecast's own error margin), req/s; what scaling uses.
+    /// Upper bound (point plus the forecast's own p90 error margin), req/s; what rules use.
     pub upper: f64,
+    /// The demand to provision for, req/s: the highest, over the seconds until a replica
+    /// ordered now is ready, of the count each second stays at or below with the service's
+    /// demand quantile. What the predictive arm scales on.
+    pub demand: f64,
 }
 
 /// Everything [`decide`] needs about one service at one tick.
@@ -90,7 +101,7 @@ pub struct ScalingInputs {
 pub enum Reason {
     /// Nothing to change.
     Steady,
-    /// The forecast's upper bound (plus dependency demand) at the horizon needs more replicas.
+    /// The forecast demand (plus dependency demand) over the horizon needs more replicas.
     PredictedLoad,
     /// A step rule fired; `rule` is its index in the policy's `rules`.
     RuleFired {
@@ -139,9 +150,10 @@ pub struct Decision {
     /// The recommendation after warm pool, idle and min/max, before step, cooldown and
     /// stabilization limits.
     pub recommended: u32,
-    /// Forecast load over current capacity (1.0 = 100 %); `None` without a forecast.
+    /// Forecast upper bound (plus dependency demand) over current capacity (1.0 = 100 %), what
+    /// rules compare to; `None` without a forecast.
     pub predicted_utilization: Option<f64>,
-    /// Forecast upper bound plus dependency demand, req/s.
+    /// Forecast demand plus dependency demand, req/s: what the predictive arm provisions for.
     pub demand: f64,
     /// Whether the service is in panic mode.
     pub panicking: bool,
@@ -335,11 +347,14 @@ impl ScalingState {
 
 /// Decides how many replicas one service should have now, updating its `state`.
 ///
-/// `desired = max(reactive, predictive, rules)`, then the warm pool, scale to zero and
-/// `[min, max]`, then rate limits: a scale-up is limited by `max_step` and its cooldown; a
-/// scale-down by its cooldown (since any scaling), the stabilization window's highest
-/// recommendation and `max_step`. The forecast never scales in by itself: fewer replicas are
-/// recommended only when the live load and the forecast both allow them.
+/// With a forecast, `max(predictive, live, rules)`: the demand quantile over the horizon at
+/// full capacity, never below what the panic window's live load needs now; without one (a
+/// reactive policy, or while the predictor warms up), `max(reactive, rules)` like Knative's
+/// KPA. Then the warm pool, scale to zero and `[min, max]`, then rate limits: a scale-up is
+/// limited by `max_step` and its cooldown; a scale-down by its cooldown (since any scaling),
+/// the stabilization window's highest recommendation and `max_step`. Because the predictive
+/// arm is the peak over the coming time-to-ready, a falling forecast scales in only once the
+/// whole horizon is lower.
 pub fn decide(
     config: &ScalingConfig,
     state: &mut ScalingState,
@@ -353,8 +368,17 @@ pub fn decide(
         state.recommendations.push_back((now, current));
     }
     let per_replica = config.target_per_replica().max(f64::MIN_POSITIVE);
+    let full_replica = config.capacity.per_replica().max(f64::MIN_POSITIVE);
+    let latency = latency_secs(inputs);
+    // A load in req/s in the capacity's unit (Little's law for concurrency); `None` when a
+    // concurrency capacity has no latency to convert with.
+    let in_capacity_unit = |rate: f64| match config.capacity {
+        Capacity::RequestsPerSecond(_) => Some(rate),
+        Capacity::Concurrency(_) => latency.map(|l| rate * l),
+    };
 
-    // Reactive: stable window, or the panic window's peak while panicking.
+    // Reactive (Knative KPA): stable window, or the panic window's peak while panicking, at
+    // the target utilization. It decides alone without a forecast.
     let (stable_load, panic_load) = match config.capacity {
         Capacity::RequestsPerSecond(_) => (inputs.stable_rate, inputs.panic_rate),
         Capacity::Concurrency(_) => (inputs.stable_concurrency, inputs.panic_concurrency),
@@ -367,34 +391,39 @@ pub fn decide(
         None => stable_want,
     };
 
-    // Predictive: the forecast's upper bound plus what upstream services push here.
-    let upper = inputs
-        .forecast
-        .map_or(0.0, |f| clean(f.upper).max(clean(f.point)));
-    let demand = upper + clean(inputs.dependency_demand);
-    let has_prediction = inputs.forecast.is_some() || demand > NEGLIGIBLE_RATE;
-    let predicted_load = match config.capacity {
-        Capacity::RequestsPerSecond(_) => Some(demand),
-        Capacity::Concurrency(_) => latency_secs(inputs).map(|latency| demand * latency),
-    };
+    // Predictive: the demand quantile over the horizon plus what upstream services push here,
+    // at full capacity (the quantile is the headroom: no target utilization on top of it).
+    let forecast = inputs.forecast.filter(|_| config.predictive);
+    let dependency = clean(inputs.dependency_demand);
+    // Requests already waiting are demand too: capacity that only meets the arrivals never
+    // drains them, and every request behind them waits. Plan to drain them within the panic
+    // window.
+    let backlog = f64::from(inputs.held_requests) / config.panic.window.as_secs_f64().max(1.0);
+    let demand = forecast.map_or(0.0, |f| clean(f.demand)) + dependency + backlog;
+    let expected = forecast.map_or(0.0, |f| clean(f.point)) + dependency;
+    let has_prediction = forecast.is_some() || dependency > NEGLIGIBLE_RATE;
     let predictive = has_prediction.then(|| {
         if demand <= NEGLIGIBLE_RATE {
             0
         } else {
             // Without a latency to convert with, forecast traffic still needs one replica.
-            predicted_load.map_or(1, |load| replicas(load / per_replica).max(1))
+            in_capacity_unit(demand).map_or(1, |load| replicas(load / full_replica).max(1))
         }
     });
+    // What the live load needs right now at full capacity: a floor for a forecast that is
+    // behind (the panic window sees a burst first).
+    let live = replicas(clean(panic_load) / full_replica);
 
-    // Rules: predicted utilization of the current replicas' full capacity (unknown, and no rule
-    // fires, when a concurrency capacity has no latency to convert the forecast with).
+    // Rules: the forecast's upper bound over the current replicas' full capacity (unknown, and
+    // no rule fires, when a concurrency capacity has no latency to convert the forecast with).
+    let upper = forecast.map_or(0.0, |f| clean(f.upper).max(clean(f.point))) + dependency;
     let capacity = f64::from(current) * config.capacity.per_replica();
     let predicted_utilization = if !has_prediction {
         None
-    } else if demand <= NEGLIGIBLE_RATE {
+    } else if upper <= NEGLIGIBLE_RATE {
         Some(0.0)
     } else {
-        predicted_load.map(|load| {
+        in_capacity_unit(upper).map(|load| {
             if capacity > 0.0 {
                 load / capacity
             } else {
@@ -412,24 +441,22 @@ pub fn decide(
         }
     }
 
-    // Combine: the highest wins; on a tie the live load names the reason.
-    let mut recommended = reactive;
-    let mut why = if panicking {
-        Reason::Panic
-    } else {
-        Reason::Reactive
+    // Combine: with a forecast, the predictive arm and the live floor; without, the reactive
+    // arm; rules on top. On a tie the live load names the reason.
+    let (mut recommended, mut why) = match predictive {
+        Some(p) if panicking && reactive >= p.max(live) => (reactive, Reason::Panic),
+        Some(p) if p > live => (p, Reason::PredictedLoad),
+        Some(_) => (live, Reason::Reactive),
+        None if panicking => (reactive, Reason::Panic),
+        None => (reactive, Reason::Reactive),
     };
-    if let Some(p) = predictive.filter(|&p| p > recommended) {
-        recommended = p;
-        why = Reason::PredictedLoad;
-    }
     if let Some((i, asked)) = rule.filter(|&(_, asked)| asked > recommended) {
         recommended = asked;
         why = Reason::RuleFired { rule: i };
     }
 
-    // Idleness: no arrival, nothing held and nothing forecast for `idle_to_zero_after`.
-    let busy = inputs.held_requests > 0 || demand > NEGLIGIBLE_RATE;
+    // Idleness: no arrival, nothing held and nothing expected for `idle_to_zero_after`.
+    let busy = inputs.held_requests > 0 || expected > NEGLIGIBLE_RATE;
     if busy {
         state.last_busy_ms = Some(now);
     }
@@ -438,7 +465,7 @@ pub fn decide(
             .idle_since_ms(inputs.last_arrival_ms)
             .is_some_and(|since| now.saturating_sub(since) >= millis(config.idle_to_zero_after));
 
-    if demand > NEGLIGIBLE_RATE && recommended < config.warm_pool {
+    if expected > NEGLIGIBLE_RATE && recommended < config.warm_pool {
         recommended = config.warm_pool;
         why = Reason::WarmPool;
     }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use forecourt_config::forecast::{format_time, parse_time, ChangeError, TimeError};
 use forecourt_config::{EventChange, EventConfig};
-use forecourt_orchestrator::{EventEntry, ForecastBoard};
+use forecourt_orchestrator::{EventEntry, ForecastBoard, ScalingBoard, ServiceScaling};
 use forecourt_predictor::score::ErrorStats;
 use forecourt_predictor::ServiceForecast;
 use serde::Deserialize;
@@ -50,7 +50,30 @@ fn event(entry: &EventEntry) -> Value {
     })
 }
 
-fn service(forecast: &ServiceForecast) -> Value {
+/// What the scaling step provisions a service for: the demand quantile and the adaptive
+/// headroom controller's state (`null` for a service that is not scaled).
+fn provisioning(scaling: Option<&ServiceScaling>) -> Value {
+    let Some(s) = scaling else {
+        return Value::Null;
+    };
+    let headroom = s.headroom.map(|h| {
+        json!({
+            "slo_waiting_percent": h.slo_waiting_percent,
+            "offset": round(h.offset),
+            "last_waiting_percent": h.last_waiting_percent.map(round),
+            "last_move": h.last_move.map(|(m, _)| m.as_str()),
+            "last_move_at": h.last_move.map(|(_, at)| format_time(at)),
+        })
+    });
+    json!({
+        "demand_quantile": round(s.demand_quantile),
+        "demand": round(s.predicted_load),
+        "horizon_seconds": s.horizon_secs,
+        "headroom": headroom,
+    })
+}
+
+fn service(forecast: &ServiceForecast, scaling: &ScalingBoard) -> Value {
     let horizons: Vec<Value> = forecast
         .horizons
         .iter()
@@ -86,6 +109,7 @@ fn service(forecast: &ServiceForecast) -> Value {
             "panic": round(forecast.panic_rate),
         },
         "panicking": forecast.panicking,
+        "provisioning": provisioning(scaling.service(&forecast.service)),
         "in_flight": forecast.in_flight,
         "concurrency": round(forecast.concurrency),
         "forecasts": horizons,
@@ -93,12 +117,12 @@ fn service(forecast: &ServiceForecast) -> Value {
 }
 
 /// The `GET /v1/forecasts` answer: each service's current rate, forecast, bound and model errors,
-/// and the scheduled events.
-pub fn forecasts_json(board: &ForecastBoard) -> Value {
+/// what it is provisioned for, and the scheduled events.
+pub fn forecasts_json(board: &ForecastBoard, scaling: &ScalingBoard) -> Value {
     json!({
         "at": format_time(board.at_ms),
         "trained_seconds": board.trained_seconds,
-        "services": board.services.iter().map(service).collect::<Vec<_>>(),
+        "services": board.services.iter().map(|s| service(s, scaling)).collect::<Vec<_>>(),
         "events": board.events.iter().map(event).collect::<Vec<_>>(),
     })
 }

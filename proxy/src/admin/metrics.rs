@@ -370,6 +370,36 @@ fn render_scaling_metrics(out: &mut String, front_door: &FrontDoor) {
     );
     write_per_service(
         out,
+        "forecourt_demand_quantile",
+        "gauge",
+        "Quantile of forecast demand the predictive arm provisions for (newsvendor, moved by the headroom controller).",
+        board
+            .services
+            .iter()
+            .map(|s| (s.service.as_str(), s.demand_quantile)),
+    );
+    write_per_service(
+        out,
+        "forecourt_headroom_offset",
+        "gauge",
+        "Log-odds offset the adaptive headroom controller adds to the demand quantile (services with an slo).",
+        board
+            .services
+            .iter()
+            .filter_map(|s| Some((s.service.as_str(), s.headroom?.offset))),
+    );
+    write_per_service(
+        out,
+        "forecourt_headroom_waiting_percent",
+        "gauge",
+        "Percent of requests that waited for capacity in the headroom controller's last judged window.",
+        board
+            .services
+            .iter()
+            .filter_map(|s| Some((s.service.as_str(), s.headroom?.last_waiting_percent?))),
+    );
+    write_per_service(
+        out,
         "forecourt_scaling_horizon_seconds",
         "gauge",
         "Forecast horizon used: measured time-to-ready plus margin.",

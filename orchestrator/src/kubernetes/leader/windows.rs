@@ -92,6 +92,7 @@ pub(crate) fn to_json(windows: &ReplicaWindows) -> Result<String, String> {
         service.panic_concurrency = finite(service.panic_concurrency);
         service.forecast_point = service.forecast_point.filter(|x| x.is_finite());
         service.forecast_upper = service.forecast_upper.filter(|x| x.is_finite());
+        service.forecast_demand = service.forecast_demand.filter(|x| x.is_finite());
     }
     let json = serde_json::to_string(&clean).map_err(|e| format!("cannot encode windows: {e}"))?;
     if json.len() > MAX_WINDOWS_JSON {

@@ -4,7 +4,8 @@ use forecourt_config::{Capacity, ScalingRule};
 
 use super::*;
 
-/// 50 req/s per replica at 70 % = 35 req/s per replica; min 1, max 10, up 4/0s,
+/// 50 req/s per replica (what the predictive arm and the live floor divide by), 35 req/s at the
+/// 70 % target (what the reactive arm and panic divide by); min 1, max 10, up 100/0s,
 /// down 1/10s/30s stabilization, panic 6s × 2.0, stable 60s, idle 60s, no warm pool.
 fn rps() -> ScalingConfig {
     ScalingConfig::with_capacity(Capacity::RequestsPerSecond(50.0))
@@ -18,7 +19,8 @@ fn scale_to_zero() -> ScalingConfig {
 }
 
 /// One tick at second `t`: `current` replicas all ready, both windows at `rate`, the forecast
-/// flat at `rate`, a request arriving this second when `rate` > 0.
+/// (point, upper bound and demand) flat at `rate`, a request arriving this second when
+/// `rate` > 0.
 fn at(t: u64, current: u32, rate: f64) -> ScalingInputs {
     ScalingInputs {
         now_ms: t * 1_000,
@@ -29,18 +31,41 @@ fn at(t: u64, current: u32, rate: f64) -> ScalingInputs {
         forecast: Some(ForecastAtHorizon {
             point: rate,
             upper: rate,
+            demand: rate,
         }),
         last_arrival_ms: (rate > 0.0).then_some(t * 1_000),
         ..ScalingInputs::default()
     }
 }
 
-fn with_forecast(mut inputs: ScalingInputs, upper: f64) -> ScalingInputs {
+/// `inputs` with the forecast (point, upper bound and demand) flat at `rate`.
+fn with_forecast(mut inputs: ScalingInputs, rate: f64) -> ScalingInputs {
     inputs.forecast = Some(ForecastAtHorizon {
-        point: upper,
-        upper,
+        point: rate,
+        upper: rate,
+        demand: rate,
     });
     inputs
+}
+
+/// `inputs` with the forecast's demand (what the predictive arm scales on) at `demand`.
+fn with_demand(mut inputs: ScalingInputs, demand: f64) -> ScalingInputs {
+    let forecast = inputs
+        .forecast
+        .get_or_insert_with(ForecastAtHorizon::default);
+    forecast.demand = demand;
+    inputs
+}
+
+/// [`rps`] with a scale-up step of `max_step` and no cooldown.
+fn rps_stepping(max_step: u32) -> ScalingConfig {
+    ScalingConfig {
+        scale_up: forecourt_config::ScaleUp {
+            max_step,
+            cooldown: Duration::ZERO,
+        },
+        ..rps()
+    }
 }
 
 /// A service whose orders take effect at once (ordered = ready).
@@ -104,7 +129,7 @@ fn rule_fired() -> Decision {
         ],
         ..rps()
     };
-    // 85 req/s forecast needs ceil(85 / 35) = 3, but 85 / (2 × 50) = 0.85 > 0.8 asks 2 + 3.
+    // 85 req/s forecast needs ceil(85 / 50) = 2, but 85 / (2 × 50) = 0.85 > 0.8 asks 2 + 3.
     once(&config, with_forecast(at(0, 2, 60.0), 85.0))
 }
 
@@ -150,7 +175,8 @@ fn cooldown_scale_up() -> Decision {
         ..rps()
     };
     let mut service = Service::new(config, 2);
-    assert_eq!(service.tick(at(0, 0, 120.0)).desired, 4);
+    assert_eq!(service.tick(at(0, 0, 120.0)).desired, 3, "ceil(120 / 50)");
+    // ceil(200 / 50) = 4; 200 / 35 = 5.7 is under twice the 3 ready: no panic.
     service.tick(at(1, 0, 200.0))
 }
 
@@ -164,7 +190,7 @@ fn cooldown_scale_down() -> Decision {
         ..rps()
     };
     let mut service = Service::new(config, 2);
-    assert_eq!(service.tick(at(0, 0, 120.0)).desired, 4);
+    assert_eq!(service.tick(at(0, 0, 120.0)).desired, 3, "ceil(120 / 50)");
     service.tick(at(1, 0, 35.0))
 }
 
@@ -225,22 +251,140 @@ fn live_load_scales_up_reactively() {
 }
 
 #[test]
-fn forecast_upper_bound_scales_up_ahead() {
+fn forecast_demand_scales_up_ahead() {
     let d = predicted_load();
-    // 200 / 35 = 5.7 → 6, within one step of 4 from 2.
-    assert_eq!((d.desired, d.reason), (6, Reason::PredictedLoad));
-    assert_eq!((d.reactive, d.predictive), (2, Some(6)));
+    // 200 / 50 = 4 at full capacity; the live 60 req/s needs 2.
+    assert_eq!((d.desired, d.reason), (4, Reason::PredictedLoad));
+    assert_eq!((d.reactive, d.predictive), (2, Some(4)));
     assert!((d.demand - 200.0).abs() < 1e-9);
 }
 
 #[test]
-fn the_point_forecast_is_not_what_scales() {
+fn the_demand_quantile_scales_not_the_point_or_the_upper_bound() {
     let mut inputs = at(0, 2, 60.0);
     inputs.forecast = Some(ForecastAtHorizon {
         point: 60.0,
-        upper: 140.0,
+        upper: 100.0,
+        demand: 140.0,
     });
-    assert_eq!(once(&rps(), inputs).desired, 4, "ceil(140 / 35)");
+    let d = once(&rps(), inputs);
+    assert_eq!(
+        (d.predictive, d.desired, d.reason),
+        (Some(3), 3, Reason::PredictedLoad),
+        "ceil(140 / 50); the point and the upper bound need 2"
+    );
+    assert!((d.demand - 140.0).abs() < 1e-9);
+    // Rules see the upper bound: 100 over 2 × 50.
+    assert!((d.predicted_utilization.unwrap_or_default() - 1.0).abs() < 1e-9);
+}
+
+#[test]
+fn headroom_is_counted_once() {
+    // 140 req/s on 3 replicas (140 / 35 = 4 is under twice 3: no panic).
+    let d = once(&rps(), at(0, 3, 140.0));
+    // With a forecast the demand quantile is the headroom: 140 / 50 = 2.8 → 3, not 140 / 35.
+    assert_eq!(d.predictive, Some(3));
+    assert_eq!((d.desired, d.reason), (3, Reason::Steady));
+    assert_eq!(d.reactive, 4, "reported, but not what decides");
+    // A demand of exactly three replicas' full capacity needs three; just above it, four.
+    assert_eq!(
+        once(&rps(), with_demand(at(0, 3, 140.0), 150.0)).predictive,
+        Some(3)
+    );
+    assert_eq!(
+        once(&rps(), with_demand(at(0, 3, 140.0), 151.0)).predictive,
+        Some(4)
+    );
+
+    // Without a forecast (warming up) the reactive arm keeps the target utilization.
+    let mut warming = at(0, 3, 140.0);
+    warming.forecast = None;
+    let d = once(&rps(), warming);
+    assert_eq!(
+        (d.predictive, d.desired, d.reason),
+        (None, 4, Reason::Reactive)
+    );
+    // So does a reactive policy, whatever the forecast says.
+    let reactive_policy = ScalingConfig {
+        predictive: false,
+        ..rps()
+    };
+    let d = once(&reactive_policy, at(0, 3, 140.0));
+    assert_eq!(
+        (d.predictive, d.desired, d.reason),
+        (None, 4, Reason::Reactive)
+    );
+    assert_eq!(d.predicted_utilization, None);
+}
+
+#[test]
+fn held_requests_are_demand_drained_within_the_panic_window() {
+    // A forecast of 100 req/s needs 2 replicas at 50 each.
+    let quiet = with_forecast(at(0, 2, 100.0), 100.0);
+    assert_eq!(once(&rps(), quiet).predictive, Some(2));
+    // 300 held, drained within the 6 s panic window, add 50 req/s: 150 / 50 = 3.
+    let mut held = quiet;
+    held.held_requests = 300;
+    let d = once(&rps(), held);
+    assert!((d.demand - 150.0).abs() < 1e-9, "{}", d.demand);
+    assert_eq!(
+        (d.predictive, d.desired, d.reason),
+        (Some(3), 3, Reason::PredictedLoad)
+    );
+    // A 3 s window drains them twice as fast: 100 + 100 req/s → 4.
+    let mut config = rps();
+    config.panic.window = Duration::from_secs(3);
+    let d = once(&config, held);
+    assert!((d.demand - 200.0).abs() < 1e-9, "{}", d.demand);
+    assert_eq!((d.predictive, d.desired), (Some(4), 4));
+}
+
+#[test]
+fn the_live_load_is_a_floor_under_a_low_forecast() {
+    // The forecast says 10 req/s (1 replica); the panic window sees 175 req/s (175 / 50 = 3.5
+    // → 4 at full capacity); the stable window 100 (100 / 35 = 2.9 → 3). 175 / 35 = 5 is
+    // under twice the 3 ready: no panic.
+    let mut inputs = with_forecast(at(0, 3, 175.0), 10.0);
+    inputs.stable_rate = 100.0;
+    let d = once(&rps(), inputs);
+    assert!(!d.panicking);
+    assert_eq!((d.predictive, d.reactive), (Some(1), 3));
+    assert_eq!(
+        (d.recommended, d.desired, d.reason),
+        (4, 4, Reason::Reactive)
+    );
+
+    // Live load that needs all five running keeps them however long the forecast stays low.
+    let mut service = Service::new(rps(), 5);
+    for t in 0..300 {
+        let d = service.tick(with_forecast(at(t, 0, 250.0), 10.0));
+        assert_eq!((d.desired, d.reason), (5, Reason::Steady), "t={t}");
+        assert_eq!(d.predictive, Some(1));
+    }
+}
+
+#[test]
+fn in_a_burst_the_panic_peak_wins_over_a_lagging_forecast() {
+    let config = ScalingConfig {
+        max_replicas: 20,
+        ..rps()
+    };
+    // The forecast still says 100 req/s (2); the panic window sees 300 (6 at full capacity,
+    // 300 / 35 = 8.6 → 9 at the target, 4.3× the 2 ready: panic).
+    let mut inputs = with_forecast(at(0, 2, 100.0), 100.0);
+    inputs.panic_rate = 300.0;
+    let d = once(&config, inputs);
+    assert!(d.panicking);
+    assert_eq!((d.predictive, d.reactive), (Some(2), 9));
+    assert_eq!((d.desired, d.reason), (9, Reason::Panic));
+
+    // A forecast above the panic peak still leads while panicking: 600 / 50 = 12.
+    let d = once(&config, with_forecast(inputs, 600.0));
+    assert!(d.panicking);
+    assert_eq!(
+        (d.predictive, d.reactive, d.desired, d.reason),
+        (Some(12), 9, 12, Reason::PredictedLoad)
+    );
 }
 
 #[test]
@@ -248,7 +392,7 @@ fn a_rule_adds_its_step_and_is_named() {
     let d = rule_fired();
     assert_eq!((d.desired, d.reason), (5, Reason::RuleFired { rule: 0 }));
     assert_eq!(d.rules, Some(5));
-    assert_eq!(d.predictive, Some(3));
+    assert_eq!(d.predictive, Some(2));
     assert!((d.predicted_utilization.unwrap_or_default() - 0.85).abs() < 1e-9);
     assert_eq!(d.reason.to_string(), "scaling rule 0 fired on the forecast");
 }
@@ -298,10 +442,15 @@ fn a_rule_on_zero_replicas_fires_on_any_forecast_traffic() {
 #[test]
 fn a_burst_in_the_short_window_panics() {
     let d = panic();
-    // 300 / 35 = 8.6 → 9 replicas wanted, 4.3× the 2 ready: panic; one step of 4 from 2.
-    assert_eq!((d.desired, d.reason), (6, Reason::Panic));
+    // 300 / 35 = 8.6 → 9 replicas wanted, 4.3× the 2 ready: panic, met in one order.
+    assert_eq!((d.desired, d.reason), (9, Reason::Panic));
     assert!(d.panicking);
-    assert_eq!(d.reactive, 9);
+    assert_eq!((d.reactive, d.predictive), (9, Some(2)));
+    // A step of 4 limits it: 2 + 4.
+    let mut inputs = at(0, 2, 60.0);
+    inputs.panic_rate = 300.0;
+    let d = once(&rps_stepping(4), inputs);
+    assert_eq!((d.desired, d.reason, d.recommended), (6, Reason::Panic, 9));
 }
 
 #[test]
@@ -320,10 +469,10 @@ fn a_step_in_load_panics_then_holds_for_a_stable_window() {
         assert!(d.panicking, "t={t}");
         assert_eq!(d.reason, Reason::Panic, "t={t}");
         if t == 60 {
-            assert_eq!(d.desired, 6, "one step");
+            assert_eq!(d.desired, 9, "the panic peak, in one order");
         }
     }
-    // The last trigger was at 60 s: from 61 s on, 8.6 wanted is under twice the 6 ready.
+    // The last trigger was at 60 s: from 61 s on, 8.6 wanted is under twice the 9 ready.
     assert_eq!(service.current, 9);
     // The burst ends; panic never scales down and lasts a stable window after the last trigger.
     for t in 70..120 {
@@ -371,6 +520,7 @@ fn ramp_is_met_by_the_forecast_before_live_load() {
             inputs.forecast = with_forecast.then(|| ForecastAtHorizon {
                 point: rate(now + 10.0),
                 upper: rate(now + 10.0) * 1.1,
+                demand: rate(now + 10.0) * 1.1,
             });
             let d = service.tick(inputs);
             if d.changed() && first_up.is_none() {
@@ -394,7 +544,7 @@ fn ramp_is_met_by_the_forecast_before_live_load() {
 
 #[test]
 fn noise_does_not_flap() {
-    // ±15 % noise around 100 req/s: recommendations swing between 3 and 4.
+    // ±15 % noise around 100 req/s: recommendations swing between 2 and 3.
     let mut seed = 0x2545_f491_4f6c_dd1d_u64;
     let mut noise = move || {
         seed = seed
@@ -412,6 +562,7 @@ fn noise_does_not_flap() {
         inputs.forecast = Some(ForecastAtHorizon {
             point: 100.0,
             upper: 100.0 * (1.0 + noise()),
+            demand: 100.0 * (1.0 + noise()),
         });
         let d = service.tick(inputs);
         seen.insert(d.recommended);
@@ -457,35 +608,55 @@ fn stabilization_follows_the_highest_recommendation_in_the_window() {
         ..rps()
     };
     let mut service = Service::new(config, 8);
-    service.tick(at(0, 0, 280.0)); // 8
-    service.tick(at(10, 0, 140.0)); // 4
-    service.tick(at(20, 0, 35.0)); // 1
-    let d = service.tick(at(31, 0, 35.0));
+    assert_eq!(service.tick(at(0, 0, 400.0)).recommended, 8);
+    assert_eq!(service.tick(at(10, 0, 200.0)).recommended, 4);
+    assert_eq!(service.tick(at(20, 0, 50.0)).recommended, 1);
+    let d = service.tick(at(31, 0, 50.0));
     assert_eq!(
         (d.desired, d.reason),
         (4, Reason::ScaleDown),
         "max of 4 and 1"
     );
-    let d = service.tick(at(41, 0, 35.0));
+    let d = service.tick(at(41, 0, 50.0));
     assert_eq!(d.desired, 1);
 }
 
 #[test]
-fn the_forecast_never_scales_in_by_itself() {
-    // Live load needs 5; the forecast says 1. Nothing is removed, however long.
+fn a_falling_forecast_scales_in_down_to_the_live_floor() {
+    // 250 req/s needs all five; then the forecast falls to 10 req/s (1) and the live load to
+    // 100 (2): the forecast alone would keep one.
     let mut service = Service::new(rps(), 5);
-    for t in 0..300 {
-        let d = service.tick(with_forecast(at(t, 0, 175.0), 10.0));
-        assert_eq!((d.desired, d.reason), (5, Reason::Steady), "t={t}");
-        assert_eq!(d.predictive, Some(1));
+    assert_eq!(service.tick(at(0, 0, 250.0)).reason, Reason::Steady);
+    let mut timeline = Vec::new();
+    for t in 1..=120 {
+        let d = service.tick(with_forecast(at(t, 0, 100.0), 10.0));
+        assert_eq!((d.predictive, d.recommended), (Some(1), 2), "t={t}");
+        if d.changed() {
+            timeline.push((t, d.desired, d.reason));
+        } else if t <= 30 {
+            assert_eq!(d.reason, Reason::StabilizingScaleDown, "t={t}");
+        } else if service.current > 2 {
+            assert_eq!(d.reason, Reason::CooldownScaleDown, "t={t}");
+        } else {
+            assert_eq!(d.reason, Reason::Steady, "t={t}");
+        }
     }
+    assert_eq!(
+        timeline,
+        vec![
+            (31, 4, Reason::ScaleDown),
+            (41, 3, Reason::ScaleDown),
+            (51, 2, Reason::ScaleDown),
+        ],
+        "after the stabilization window, one per cooldown, never below the live load's 2"
+    );
 }
 
 #[test]
 fn scale_up_waits_for_its_cooldown() {
     let d = cooldown_scale_up();
-    assert_eq!((d.desired, d.reason), (4, Reason::CooldownScaleUp));
-    assert_eq!(d.recommended, 6);
+    assert_eq!((d.desired, d.reason), (3, Reason::CooldownScaleUp));
+    assert_eq!(d.recommended, 4);
     let config = ScalingConfig {
         scale_up: forecourt_config::ScaleUp {
             max_step: 4,
@@ -502,13 +673,13 @@ fn scale_up_waits_for_its_cooldown() {
         );
     }
     let d = service.tick(at(20, 0, 200.0));
-    assert_eq!((d.desired, d.reason), (6, Reason::Reactive));
+    assert_eq!((d.desired, d.reason), (4, Reason::Reactive));
 }
 
 #[test]
 fn scale_down_waits_for_its_cooldown_after_any_scaling() {
     let d = cooldown_scale_down();
-    assert_eq!((d.desired, d.reason), (4, Reason::CooldownScaleDown));
+    assert_eq!((d.desired, d.reason), (3, Reason::CooldownScaleDown));
     let config = ScalingConfig {
         scale_down: forecourt_config::ScaleDown {
             max_step: 1,
@@ -525,7 +696,7 @@ fn scale_down_waits_for_its_cooldown_after_any_scaling() {
             Reason::CooldownScaleDown
         );
     }
-    assert_eq!(service.tick(at(10, 0, 35.0)).desired, 3);
+    assert_eq!(service.tick(at(10, 0, 35.0)).desired, 2);
 }
 
 #[test]
@@ -538,8 +709,15 @@ fn a_held_request_starts_a_replica_at_once() {
 fn a_burst_from_zero_starts_up_to_one_step() {
     let mut inputs = at(0, 0, 500.0);
     inputs.held_requests = 40;
-    let d = once(&scale_to_zero(), inputs);
+    let stepping = ScalingConfig {
+        min_replicas: 0,
+        ..rps_stepping(4)
+    };
+    let d = once(&stepping, inputs);
     assert_eq!((d.desired, d.reason), (4, Reason::ScaleFromZero));
+    // The default step meets it in one order, up to max_replicas.
+    let d = once(&scale_to_zero(), inputs);
+    assert_eq!((d.desired, d.reason), (10, Reason::ScaleFromZero));
 }
 
 #[test]
@@ -639,8 +817,42 @@ fn forecast_traffic_keeps_the_warm_pool() {
 
 #[test]
 fn forecast_traffic_wakes_a_service_at_zero() {
-    let d = once(&scale_to_zero(), with_forecast(at(0, 0, 0.0), 40.0));
-    assert_eq!((d.desired, d.reason), (2, Reason::PredictedLoad));
+    let d = once(&scale_to_zero(), with_forecast(at(0, 0, 0.0), 80.0));
+    assert_eq!(
+        (d.predictive, d.desired, d.reason),
+        (Some(2), 2, Reason::PredictedLoad),
+        "ceil(80 / 50)"
+    );
+}
+
+#[test]
+fn the_warm_pool_and_idleness_follow_the_point_forecast() {
+    let config = ScalingConfig {
+        warm_pool: 2,
+        ..scale_to_zero()
+    };
+    let mut service = Service::new(config, 1);
+    let d = service.tick(at(0, 0, 1.0));
+    assert_eq!((d.desired, d.reason), (2, Reason::WarmPool));
+    // Nothing expected (point 0), only a demand quantile of 5 req/s: one replica is needed,
+    // the warm pool is let go, and the service counts as idle since the last traffic.
+    let d = service.tick(with_demand(at(50, 0, 0.0), 5.0));
+    assert_eq!(
+        (d.predictive, d.desired, d.reason),
+        (Some(1), 1, Reason::ScaleDown)
+    );
+    assert_eq!(
+        service.state.idle_since_ms(None),
+        Some(0),
+        "the quantile is not traffic"
+    );
+    // A point forecast of 5 req/s is traffic: the warm pool comes back and the service is busy.
+    let d = service.tick(with_forecast(at(51, 0, 0.0), 5.0));
+    assert_eq!(
+        (d.predictive, d.desired, d.reason),
+        (Some(1), 2, Reason::WarmPool)
+    );
+    assert_eq!(service.state.idle_since_ms(None), Some(51_000));
 }
 
 #[test]
@@ -701,49 +913,62 @@ fn a_lowered_max_or_raised_min_applies_at_once() {
 
 #[test]
 fn up_steps_are_limited() {
+    // 1 500 req/s forecast: 1 500 / 50 = 30 replicas.
     let config = ScalingConfig {
         max_replicas: 50,
-        ..rps()
+        ..rps_stepping(4)
     };
     let mut service = Service::new(config, 1);
     let mut counts = Vec::new();
     for t in 0..5 {
-        counts.push(service.tick(with_forecast(at(t, 0, 30.0), 1_000.0)).desired);
+        counts.push(service.tick(with_forecast(at(t, 0, 30.0), 1_500.0)).desired);
     }
     assert_eq!(counts, vec![5, 9, 13, 17, 21]);
+    // The default step of 100 orders them all at once.
+    let config = ScalingConfig {
+        max_replicas: 50,
+        ..rps()
+    };
+    let d = once(&config, with_forecast(at(0, 1, 30.0), 1_500.0));
+    assert_eq!((d.desired, d.reason), (30, Reason::PredictedLoad));
 }
 
 #[test]
 fn concurrency_capacity_uses_in_flight_and_littles_law() {
-    // 10 in flight per replica at 70 % = 7.
+    // 10 in flight per replica (the predictive arm), 7 at 70 % (the reactive arm).
     let config = ScalingConfig::with_capacity(Capacity::Concurrency(10.0));
-    let mut inputs = at(0, 3, 100.0);
+    let mut inputs = at(0, 2, 100.0);
     inputs.stable_concurrency = 20.0;
     inputs.panic_concurrency = 20.0;
     inputs.mean_latency_secs = 0.2;
     let d = once(&config, inputs);
-    // 20 / 7 = 2.9 → 3 reactive; 100 req/s × 0.2 s = 20 in flight → 3 predicted.
-    assert_eq!((d.reactive, d.predictive, d.desired), (3, Some(3), 3));
+    // 20 / 7 = 2.9 → 3 reactive; 100 req/s × 0.2 s = 20 in flight over 10 → 2 predicted, and
+    // the live 20 in flight need 2 too.
+    assert_eq!(
+        (d.reactive, d.predictive, d.desired, d.reason),
+        (3, Some(2), 2, Reason::Steady)
+    );
 
     inputs.mean_latency_secs = 0.5;
     let d = once(&config, inputs);
-    // 100 × 0.5 = 50 in flight → 7.1 → 8; one step of 4 from 3.
+    // 100 × 0.5 = 50 in flight → 5.
     assert_eq!(
         (d.predictive, d.desired, d.reason),
-        (Some(8), 7, Reason::PredictedLoad)
+        (Some(5), 5, Reason::PredictedLoad)
     );
-    assert!((d.predicted_utilization.unwrap_or_default() - 50.0 / 30.0).abs() < 1e-9);
+    assert!((d.predicted_utilization.unwrap_or_default() - 50.0 / 20.0).abs() < 1e-9);
 
     // No latency measured: in flight over arrival rate (20 / 100 = 0.2 s).
     inputs.mean_latency_secs = 0.0;
     inputs.forecast = Some(ForecastAtHorizon {
         point: 200.0,
         upper: 200.0,
+        demand: 200.0,
     });
     assert_eq!(
         once(&config, inputs).predictive,
-        Some(6),
-        "200 × 0.2 = 40 → 5.7 → 6"
+        Some(4),
+        "200 × 0.2 = 40 in flight over 10"
     );
 
     // Nothing to convert with: forecast traffic still keeps one.
@@ -751,6 +976,7 @@ fn concurrency_capacity_uses_in_flight_and_littles_law() {
     quiet.forecast = Some(ForecastAtHorizon {
         point: 5.0,
         upper: 5.0,
+        demand: 5.0,
     });
     assert_eq!(once(&config, quiet).predictive, Some(1));
     let with_rule = ScalingConfig {
@@ -773,11 +999,14 @@ fn dependency_demand_is_predictive_load() {
     let d = once(&rps(), inputs);
     assert_eq!(
         (d.predictive, d.desired, d.reason),
-        (Some(3), 3, Reason::PredictedLoad)
+        (Some(2), 2, Reason::PredictedLoad),
+        "100 over 50"
     );
     let mut inputs = at(0, 1, 20.0);
     inputs.dependency_demand = 100.0;
-    assert_eq!(once(&rps(), inputs).predictive, Some(4), "20 + 100 over 35");
+    let d = once(&rps(), inputs);
+    assert_eq!(d.predictive, Some(3), "20 + 100 over 50");
+    assert!((d.demand - 120.0).abs() < 1e-9);
 }
 
 #[test]
@@ -787,6 +1016,7 @@ fn bad_numbers_count_as_nothing() {
     inputs.forecast = Some(ForecastAtHorizon {
         point: f64::NAN,
         upper: -3.0,
+        demand: -3.0,
     });
     inputs.dependency_demand = f64::NEG_INFINITY;
     let d = once(&rps(), inputs);

@@ -1,9 +1,10 @@
 //! `forecourt forecast`: replay a trace through the proxy's own predictor on a virtual clock
-//! (train on the first part, score the rest) and print a table per horizon.
+//! (train on the first part, score the rest) and print a table per horizon, or one JSON document.
 //!
 //! ```text
 //!  trace.csv[.gz] ─► parse_trace ─► per service: dense per-second series
-//!                                   ─► evaluate (same ensemble as the proxy) ─► table per horizon
+//!                                   ─► evaluate (same ensemble as the proxy)
+//!                                   ─► table per horizon, or (--json) one JSON document
 //! ```
 
 use std::fs::File;
@@ -12,7 +13,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use forecourt_predictor::{evaluate, format_report, parse_trace, EnsembleConfig, EvalConfig};
+use forecourt_predictor::ensemble::ENSEMBLE;
+use forecourt_predictor::evaluate::ModelScore;
+use forecourt_predictor::{
+    evaluate, format_report, parse_trace, EnsembleConfig, EvalConfig, EvalReport,
+};
+use serde_json::json;
 
 /// What to evaluate.
 #[derive(Debug, Clone)]
@@ -25,6 +31,8 @@ pub struct ForecastOptions {
     pub horizons: Vec<Duration>,
     /// Fraction of the trace used for training.
     pub train_fraction: f64,
+    /// Print one JSON document instead of the tables.
+    pub json: bool,
 }
 
 /// Opens a trace, decompressing it when it is gzip (by magic number, not by name).
@@ -42,7 +50,8 @@ pub fn open_trace(path: &Path) -> anyhow::Result<Box<dyn BufRead>> {
     })
 }
 
-/// Runs the evaluation and prints the report to stdout (progress to stderr when it is a terminal).
+/// Runs the evaluation and prints the report to stdout, as tables or (`json`) one JSON document;
+/// progress goes to stderr when it is a terminal.
 pub fn run(options: &ForecastOptions) -> anyhow::Result<()> {
     let mut horizons = Vec::with_capacity(options.horizons.len());
     for h in &options.horizons {
@@ -82,6 +91,8 @@ pub fn run(options: &ForecastOptions) -> anyhow::Result<()> {
         train_fraction: options.train_fraction,
         ..EvalConfig::default()
     };
+    let horizons = config.ensemble.horizons.clone();
+    let mut reports = Vec::new();
     let terminal = std::io::stderr().is_terminal();
     let mut out = std::io::stdout().lock();
     for service in services {
@@ -108,6 +119,15 @@ pub fn run(options: &ForecastOptions) -> anyhow::Result<()> {
         if terminal {
             eprintln!();
         }
+        if options.json {
+            reports.push(service_json(
+                &service.name,
+                service.total(),
+                started.elapsed(),
+                &report,
+            ));
+            continue;
+        }
         writeln!(
             out,
             "## {}: {} requests over {} s; parsed in {:.2?}, replayed in {:.2?}\n",
@@ -119,5 +139,62 @@ pub fn run(options: &ForecastOptions) -> anyhow::Result<()> {
         )?;
         writeln!(out, "{}", format_report(&report))?;
     }
+    if options.json {
+        let document = json!({
+            "trace": options.trace.display().to_string(),
+            "train_fraction": options.train_fraction,
+            "horizons_seconds": horizons,
+            "parsed_in_seconds": parsed.as_secs_f64(),
+            "services": reports,
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&document)?)?;
+    }
     Ok(())
+}
+
+/// One service's report as JSON: per horizon, every model's scores and the ensemble's.
+fn service_json(
+    name: &str,
+    requests: u64,
+    replayed: Duration,
+    report: &EvalReport,
+) -> serde_json::Value {
+    let horizons: Vec<_> = report
+        .horizons
+        .iter()
+        .map(|horizon| {
+            let (ensemble, models): (Vec<_>, Vec<_>) =
+                horizon.scores.iter().partition(|s| s.model == ENSEMBLE);
+            json!({
+                "horizon_seconds": horizon.horizon_sec,
+                "models": models.into_iter().map(score_json).collect::<Vec<_>>(),
+                "ensemble": ensemble.into_iter().next().map(score_json),
+            })
+        })
+        .collect();
+    json!({
+        "service": name,
+        "requests": requests,
+        "seconds": report.seconds,
+        "train_seconds": report.train_seconds,
+        "test_seconds": report.test_seconds,
+        "test_mean": report.test_mean,
+        "replayed_in_seconds": replayed.as_secs_f64(),
+        "horizons": horizons,
+    })
+}
+
+/// One model's scores as JSON; undefined ratios are `null`.
+fn score_json(score: &ModelScore) -> serde_json::Value {
+    let s = &score.stats;
+    json!({
+        "model": score.model,
+        "points": s.points,
+        "mae": s.mae,
+        "wape": s.wape,
+        "mase": s.mase,
+        "bias": s.bias,
+        "under_rate": s.under_rate,
+        "coverage": s.coverage,
+    })
 }

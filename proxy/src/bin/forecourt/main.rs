@@ -125,6 +125,9 @@ enum Command {
         /// Fraction of the trace used for training; the rest is scored.
         #[arg(long = "train", default_value_t = 0.7)]
         train_fraction: f64,
+        /// Print the report as one JSON document instead of tables.
+        #[arg(long)]
+        json: bool,
     },
     /// Run the proxy on the embedded example policy: launched sample backends, built-in traffic,
     /// a live view of rates, forecasts and instances, and a summary.
@@ -275,6 +278,7 @@ fn main() -> ExitCode {
             service,
             horizons,
             train_fraction,
+            json,
         } => {
             let horizons = if horizons.is_empty() {
                 [5, 10, 30, 60].map(Duration::from_secs).to_vec()
@@ -286,6 +290,7 @@ fn main() -> ExitCode {
                 service,
                 horizons,
                 train_fraction,
+                json,
             };
             match forecast::run(&options) {
                 Ok(()) => ExitCode::SUCCESS,

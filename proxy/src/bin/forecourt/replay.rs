@@ -1,11 +1,13 @@
-//! `forecourt replay`: replay a trace through a simulated fleet under Forecourt's policy (the
-//! production code on a virtual clock), Knative's KPA, an oracle and static peak provisioning,
-//! sweeping each policy's utilisation target, and print the trade-off.
+//! `forecourt replay`: replay a trace (or a synthetic one) through a simulated fleet under
+//! Forecourt's policy (the production code on a virtual clock), Knative's KPA, an oracle and
+//! static peak provisioning, sweeping each policy's headroom knob, and judge them at equal cost.
 //!
 //! ```text
-//!  trace ─► per service: dense series × scale, sliced ─┐
-//!  policy file (scaling per service) or defaults ──────┼─► runs (policy × utilisation), 2 threads
-//!                                                      └─► table / JSON, gains at the policy's target
+//!  trace or --synthetic ─► per service: dense series, sliced, --scale K superposed ─┐
+//!  policy file (scaling per service) or defaults ───────────────────────────────────┤
+//!     runs: KPA/oracle/static × --utilization; Forecourt × --waiting-cost × its utilisations
+//!     (2 threads) ─► per policy: (instance-seconds, waited) curve ─► Forecourt's envelope read
+//!     at each of KPA's costs ─► table / JSON (`equal_cost`), plots
 //! ```
 
 use std::collections::BTreeMap;
@@ -17,11 +19,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use forecourt_config::{Capacity, Policy, ScalingConfig};
-use forecourt_orchestrator::replay::{
-    default_scaling, instances_for, run, FleetShape, FleetStats, ForecourtReplay, Oracle,
-    ReplayPolicy, RunReport, StaticPeak, Tick,
+use forecourt_orchestrator::replay::synthetic::{
+    daily_period, multiply, superpose, Family, Synthetic,
 };
-use forecourt_orchestrator::scale::kpa::{Kpa, KpaConfig, KpaWindows};
+use forecourt_orchestrator::replay::{
+    default_scaling, equal_cost, instances_for, run, EqualCost, FleetShape, FleetStats,
+    ForecourtReplay, KpaReplay, Oracle, ReplayPolicy, RunReport, StaticPeak, SweepPoint, Tick,
+};
+use forecourt_orchestrator::scale::kpa::KpaConfig;
 use forecourt_predictor::parse_trace;
 use serde_json::json;
 
@@ -61,17 +66,37 @@ fn boot(text: &str) -> Result<Boot, String> {
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReplayOptions {
     /// The trace: `t,service,count` CSV, gzip-compressed or not.
+    #[arg(
+        long,
+        required_unless_present = "synthetic",
+        conflicts_with = "synthetic"
+    )]
+    pub trace: Option<PathBuf>,
+    /// Instead of a trace, a synthetic one: `diurnal`, `flash-crowd`, `bursty-mmpp` or `steps`
+    /// (Poisson arrivals around the family's rate; see `--rate`, `--seconds`, `--seed`).
     #[arg(long)]
-    pub trace: PathBuf,
+    pub synthetic: Option<Family>,
+    /// Mean requests per second of a synthetic trace.
+    #[arg(long, default_value_t = 50.0)]
+    pub rate: f64,
+    /// Length of a synthetic trace.
+    #[arg(long, value_parser = duration, default_value = "6h")]
+    pub seconds: Duration,
     /// A policy file whose services' `scaling:` apply to trace services of the same name.
     #[arg(long)]
     pub policy: Option<PathBuf>,
     /// Only this service of the trace.
     #[arg(long)]
     pub service: Option<String>,
-    /// Multiply every count by this.
+    /// Scale the traffic K times by superposing K time-shifted copies of the trace (shifted by
+    /// whole days when the slice holds K days, so the daily shape stays; a fraction thins one
+    /// more copy): K times the requests with the noise of K independent sources.
     #[arg(long, default_value_t = 1.0)]
     pub scale: f64,
+    /// With `--scale`, multiply every count instead (the noise grows K times too: not what K
+    /// times the traffic looks like).
+    #[arg(long)]
+    pub multiply: bool,
     /// Start of the slice (trace time), e.g. "7d".
     #[arg(long, value_parser = duration)]
     pub from: Option<Duration>,
@@ -81,7 +106,7 @@ pub struct ReplayOptions {
     /// Time from order to ready of a simulated instance: `10s`, or a uniform range `5s..30s`.
     #[arg(long, value_parser = boot, default_value = "10s")]
     pub boot: Boot,
-    /// Seed of the boot-time draws (the same seed replays the same run).
+    /// Seed of the boot-time draws, superposition and synthetic traces.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Mean service time of a request, for services whose capacity is a concurrency
@@ -94,46 +119,26 @@ pub struct ReplayOptions {
     /// Longest wait before a request counts as past its deadline.
     #[arg(long, value_parser = duration, default_value = "30s")]
     pub deadline: Duration,
-    /// Utilisation targets swept for every policy (the headroom knob).
-    #[arg(long = "utilization", value_delimiter = ',', default_values_t = [0.5, 0.6, 0.7, 0.8, 0.9, 1.0])]
+    /// The first part of the replay, simulated but not measured (every policy starts cold).
+    #[arg(long, value_parser = duration, default_value = "10m")]
+    pub warmup: Duration,
+    /// Utilisation targets swept for KPA, the oracle and static peak (their headroom knob).
+    #[arg(long = "utilization", value_delimiter = ',', default_values_t = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])]
     pub utilizations: Vec<f64>,
+    /// Waiting costs swept for Forecourt (instance-seconds one waiting request is worth: its
+    /// headroom knob, through the demand quantile).
+    #[arg(long = "waiting-cost", value_delimiter = ',', default_values_t = [0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0, 1000.0])]
+    pub waiting_costs: Vec<f64>,
+    /// Target utilisations swept for Forecourt with each waiting cost (its reactive and panic
+    /// arms use it).
+    #[arg(long = "forecourt-utilization", value_delimiter = ',', default_values_t = [0.5, 0.7, 0.9])]
+    pub forecourt_utilizations: Vec<f64>,
     /// Print JSON instead of tables.
     #[arg(long)]
     pub json: bool,
     /// Write timeline and trade-off plots (SVG and PNG) into this directory.
     #[arg(long)]
     pub plot: Option<PathBuf>,
-}
-
-/// KPA as a replay policy: per-second windows feeding [`Kpa::scale`].
-struct KpaReplay {
-    kpa: Kpa,
-    windows: KpaWindows,
-    last: u32,
-}
-
-impl ReplayPolicy for KpaReplay {
-    fn name(&self) -> String {
-        "knative-kpa".to_owned()
-    }
-
-    fn desired(&mut self, tick: &Tick<'_>) -> u32 {
-        let second_ms = tick.t.saturating_mul(1_000);
-        self.windows.record(second_ms + 500, tick.arrivals());
-        // Knative skips a decision when its windows hold no data.
-        if let Some(observed) = self.windows.observed(second_ms + 999) {
-            self.last = self
-                .kpa
-                .scale(
-                    second_ms + 1_000,
-                    observed.stable,
-                    observed.panic,
-                    tick.ready,
-                )
-                .desired;
-        }
-        self.last
-    }
 }
 
 /// One service to replay.
@@ -143,61 +148,124 @@ struct Target {
     scaling: ScalingConfig,
 }
 
-fn targets(options: &ReplayOptions) -> anyhow::Result<(Vec<Target>, Option<Policy>)> {
-    let trace = parse_trace(open_trace(&options.trace)?)
-        .with_context(|| format!("{}: not a trace", options.trace.display()))?;
+fn targets(options: &ReplayOptions) -> anyhow::Result<Vec<Target>> {
     let policy = match &options.policy {
         Some(path) => Some(Policy::load(path).map_err(|e| anyhow::anyhow!("{e}"))?),
         None => None,
     };
-    let seconds = trace.duration_sec();
+    let services: Vec<(String, Vec<f64>)> = match (&options.trace, options.synthetic) {
+        (_, Some(family)) => {
+            if !(options.rate > 0.0 && options.rate <= 1e6) {
+                bail!("--rate must be above 0 and at most 1000000");
+            }
+            let synthetic = Synthetic {
+                family,
+                mean_rate: options.rate,
+                seconds: options.seconds.as_secs().max(1),
+                seed: options.seed,
+            };
+            vec![(family.name().to_owned(), synthetic.series())]
+        }
+        (Some(path), None) => {
+            let trace = parse_trace(open_trace(path)?)
+                .with_context(|| format!("{}: not a trace", path.display()))?;
+            let seconds = trace.duration_sec();
+            trace
+                .services
+                .iter()
+                .map(|s| (s.name.clone(), s.dense_series(seconds)))
+                .collect()
+        }
+        (None, None) => bail!("give --trace FILE or --synthetic FAMILY"),
+    };
+    let seconds = services
+        .iter()
+        .map(|(_, s)| s.len() as u64)
+        .max()
+        .unwrap_or(0);
     let from = options.from.map_or(0, |d| d.as_secs()).min(seconds);
     let to = options.to.map_or(seconds, |d| d.as_secs()).min(seconds);
     if to <= from {
         bail!("--from {from}s is not before --to {to}s (the trace lasts {seconds}s)");
     }
     let mut out = Vec::new();
-    for service in &trace.services {
-        if options
-            .service
-            .as_deref()
-            .is_some_and(|s| s != service.name)
-        {
+    for (name, dense) in services {
+        if options.service.as_deref().is_some_and(|s| s != name) {
             continue;
         }
-        let dense = service.dense_series(seconds);
-        let series: Vec<f64> = dense
+        let slice = dense
             .get(usize::try_from(from).unwrap_or(0)..usize::try_from(to).unwrap_or(0))
-            .unwrap_or(&[])
-            .iter()
-            .map(|v| v * options.scale)
-            .collect();
+            .unwrap_or(&[]);
+        let series = if options.multiply {
+            multiply(slice, options.scale)
+        } else if options.scale == 1.0 {
+            slice.to_vec()
+        } else {
+            let period = daily_period(slice.len(), options.scale);
+            superpose(slice, options.scale, period, options.seed)
+        };
         let scaling = policy
             .as_ref()
-            .and_then(|p| p.service(&service.name))
-            .and_then(|s| s.scaling.clone());
-        let scaling = match scaling {
-            Some(s) => s,
-            None => default_scaling(options.capacity, 0.7),
-        };
+            .and_then(|p| p.service(&name))
+            .and_then(|s| s.scaling.clone())
+            .unwrap_or_else(|| default_scaling(options.capacity, 0.7));
         out.push(Target {
-            name: service.name.clone(),
+            name,
             series,
             scaling,
         });
     }
     if out.is_empty() {
-        let known: Vec<_> = trace.services.iter().map(|s| s.name.as_str()).collect();
-        bail!("no service to replay (the trace has: {})", known.join(", "));
+        bail!(
+            "no service named {:?} to replay",
+            options.service.as_deref().unwrap_or("")
+        );
     }
-    Ok((out, policy))
+    Ok(out)
 }
 
-/// One run to do: a policy at a utilisation over one service.
+/// The policies replayed, in report order.
+const POLICIES: [&str; 4] = ["forecourt", "knative-kpa", "oracle", "static-peak"];
+
+/// One setting of a policy's knobs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Setting {
+    /// Target utilisation.
+    utilization: f64,
+    /// Forecourt's waiting cost (instance-seconds per waiting request).
+    waiting_cost: Option<f64>,
+}
+
+/// Every setting swept for the policy `kind` (an index into [`POLICIES`]).
+fn settings(options: &ReplayOptions, kind: usize) -> Vec<Setting> {
+    if kind == 0 {
+        options
+            .forecourt_utilizations
+            .iter()
+            .flat_map(|&utilization| {
+                options.waiting_costs.iter().map(move |&c| Setting {
+                    utilization,
+                    waiting_cost: Some(c),
+                })
+            })
+            .collect()
+    } else {
+        options
+            .utilizations
+            .iter()
+            .map(|&utilization| Setting {
+                utilization,
+                waiting_cost: None,
+            })
+            .collect()
+    }
+}
+
+/// One run to do: a policy at one setting over one service.
 struct Job<'a> {
     target: &'a Target,
-    kind: &'static str,
-    utilization: f64,
+    kind: usize,
+    setting: usize,
 }
 
 /// Requests per second one instance serves: its capacity, or concurrency / service time.
@@ -208,35 +276,37 @@ fn rps_capacity(scaling: &ScalingConfig, options: &ReplayOptions) -> f64 {
     }
 }
 
-fn policy_for(job: &Job<'_>, options: &ReplayOptions) -> anyhow::Result<Box<dyn ReplayPolicy>> {
-    let capacity = rps_capacity(&job.target.scaling, options);
-    let per_instance = capacity * job.utilization;
-    let peak = job.target.series.iter().copied().fold(0.0, f64::max);
-    Ok(match job.kind {
-        "forecourt" => {
-            let mut scaling = job.target.scaling.clone();
-            scaling.target_utilization = job.utilization;
+fn policy_for(
+    target: &Target,
+    kind: usize,
+    setting: Setting,
+    options: &ReplayOptions,
+) -> anyhow::Result<Box<dyn ReplayPolicy>> {
+    let capacity = rps_capacity(&target.scaling, options);
+    let per_instance = capacity * setting.utilization;
+    let peak = target.series.iter().copied().fold(0.0, f64::max);
+    Ok(match kind {
+        0 => {
+            let mut scaling = target.scaling.clone();
+            scaling.target_utilization = setting.utilization;
+            if let Some(cost) = setting.waiting_cost {
+                scaling.waiting_cost = cost;
+            }
             Box::new(
                 ForecourtReplay::new(scaling).with_service_time(options.service_time.as_secs_f64()),
             )
         }
-        "knative-kpa" => {
+        1 => {
             let config = KpaConfig {
-                target_utilization: job.utilization,
+                target_utilization: setting.utilization,
                 ..KpaConfig::with_target(capacity)
             };
-            let windows = KpaWindows::new(&config);
-            let kpa = Kpa::new(config).map_err(|errors| {
+            Box::new(KpaReplay::new(config).map_err(|errors| {
                 let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
                 anyhow::anyhow!("kpa settings: {}", list.join("; "))
-            })?;
-            Box::new(KpaReplay {
-                kpa,
-                windows,
-                last: 1,
-            })
+            })?)
         }
-        "oracle" => Box::new(Oracle {
+        2 => Box::new(Oracle {
             boot_secs: options.boot.max.as_secs(),
             per_instance,
         }),
@@ -246,7 +316,7 @@ fn policy_for(job: &Job<'_>, options: &ReplayOptions) -> anyhow::Result<Box<dyn 
     })
 }
 
-/// A policy's totals over every service at one utilisation.
+/// A policy's totals over every service at one setting.
 #[derive(Default, Clone)]
 struct Totals {
     stats: FleetStats,
@@ -260,6 +330,7 @@ fn add(total: &mut FleetStats, run: &FleetStats) {
     total.past_deadline += run.past_deadline;
     total.instance_seconds += run.instance_seconds;
     total.idle_instance_seconds += run.idle_instance_seconds;
+    total.cold_starts += run.cold_starts;
     total.scale_actions += run.scale_actions;
     if total.waits.len() < run.waits.len() {
         total.waits.resize(run.waits.len(), 0.0);
@@ -269,44 +340,67 @@ fn add(total: &mut FleetStats, run: &FleetStats) {
     }
 }
 
-const POLICIES: [&str; 4] = ["forecourt", "knative-kpa", "oracle", "static-peak"];
+/// Every run's totals, keyed by (policy index, setting index).
+type Results = BTreeMap<(usize, usize), Totals>;
 
-/// Runs the replay and prints the report.
-pub fn run_replay(options: &ReplayOptions) -> anyhow::Result<()> {
-    if options
+fn validate(options: &ReplayOptions) -> anyhow::Result<()> {
+    let utilizations = options
         .utilizations
         .iter()
-        .any(|u| !(0.05..=1.0).contains(u))
+        .chain(&options.forecourt_utilizations);
+    if utilizations.clone().any(|u| !(0.05..=1.0).contains(u)) {
+        bail!("--utilization and --forecourt-utilization values must be between 0.05 and 1");
+    }
+    if options.utilizations.is_empty() || options.forecourt_utilizations.is_empty() {
+        bail!("--utilization and --forecourt-utilization need at least one value");
+    }
+    if options.waiting_costs.is_empty()
+        || options
+            .waiting_costs
+            .iter()
+            .any(|c| !(*c > 0.0 && *c <= forecourt_config::scaling::MAX_WAITING_COST))
     {
-        bail!("--utilization values must be between 0.05 and 1");
+        bail!(
+            "--waiting-cost values must be above 0 and at most {}",
+            forecourt_config::scaling::MAX_WAITING_COST
+        );
     }
     if !(options.scale > 0.0 && options.scale.is_finite()) {
         bail!("--scale must be a positive number");
     }
+    Ok(())
+}
+
+/// Runs the replay and prints the report.
+pub fn run_replay(options: &ReplayOptions) -> anyhow::Result<()> {
+    validate(options)?;
     let started = Instant::now();
-    let (targets, _) = targets(options)?;
+    let targets = targets(options)?;
     let shape = |t: &Target| FleetShape {
         boot_secs: options.boot.min.as_secs(),
         boot_max_secs: options.boot.max.as_secs(),
         seed: options.seed,
         capacity: rps_capacity(&t.scaling, options),
         deadline_secs: options.deadline.as_secs().max(1),
+        warmup_secs: options.warmup.as_secs(),
     };
+    let all_settings: Vec<Vec<Setting>> =
+        (0..POLICIES.len()).map(|k| settings(options, k)).collect();
     let mut jobs = Vec::new();
     for target in &targets {
-        for kind in POLICIES {
-            for &utilization in &options.utilizations {
+        for (kind, list) in all_settings.iter().enumerate() {
+            for setting in 0..list.len() {
                 jobs.push(Job {
                     target,
                     kind,
-                    utilization,
+                    setting,
                 });
             }
         }
     }
     let total_seconds: u64 = jobs.iter().map(|j| j.target.series.len() as u64).sum();
     let done_seconds = AtomicU64::new(0);
-    let results: Mutex<BTreeMap<(usize, usize), Totals>> = Mutex::new(BTreeMap::new());
+    let results: Mutex<Results> = Mutex::new(BTreeMap::new());
     let next = AtomicU64::new(0);
     let terminal = std::io::stderr().is_terminal();
     let workers = std::thread::available_parallelism()
@@ -318,7 +412,8 @@ pub fn run_replay(options: &ReplayOptions) -> anyhow::Result<()> {
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed) as usize;
                 let Some(job) = jobs.get(i) else { break };
-                let mut policy = match policy_for(job, options) {
+                let setting = all_settings[job.kind][job.setting];
+                let mut policy = match policy_for(job.target, job.kind, setting, options) {
                     Ok(p) => p,
                     Err(e) => {
                         if let Ok(mut errors) = errors.lock() {
@@ -328,12 +423,13 @@ pub fn run_replay(options: &ReplayOptions) -> anyhow::Result<()> {
                     }
                 };
                 let initial = match job.kind {
-                    "static-peak" => policy.desired(&Tick {
+                    3 => policy.desired(&Tick {
                         t: 0,
                         series: &job.target.series,
                         ready: 0,
                         ordered: 0,
                         queued: 0.0,
+                        waited: 0.0,
                     }),
                     _ => 1,
                 };
@@ -357,14 +453,8 @@ pub fn run_replay(options: &ReplayOptions) -> anyhow::Result<()> {
                         }
                     },
                 );
-                let kind = POLICIES.iter().position(|k| *k == job.kind).unwrap_or(0);
-                let u = options
-                    .utilizations
-                    .iter()
-                    .position(|u| *u == job.utilization)
-                    .unwrap_or(0);
                 if let Ok(mut results) = results.lock() {
-                    let entry = results.entry((kind, u)).or_default();
+                    let entry = results.entry((job.kind, job.setting)).or_default();
                     add(&mut entry.stats, &report.stats);
                     entry.runs.push(report);
                 }
@@ -378,34 +468,38 @@ pub fn run_replay(options: &ReplayOptions) -> anyhow::Result<()> {
         bail!("{error}");
     }
     let results = results.into_inner().unwrap_or_default();
+    let report = Report {
+        options,
+        settings: &all_settings,
+        results: &results,
+    };
     let elapsed = started.elapsed();
     let seconds: usize = targets.iter().map(|t| t.series.len()).sum();
     if options.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report_json(options, &targets, &results))?
-        );
+        println!("{}", serde_json::to_string_pretty(&report.json(&targets))?);
     } else {
         let mut out = std::io::stdout().lock();
         writeln!(
             out,
-            "{} service(s), {} s of trace × {} policies × {} utilisation targets, replayed in {:.1?}; boot {:?}..{:?}, capacity per instance from the policy (default {}/s), deadline {} s, scale ×{}\n",
+            "{} service(s), {} s of trace ({} s warm-up not measured), {} runs, replayed in {:.1?}; boot {:?}..{:?}, capacity per instance from the policy (default {}/s), deadline {} s, scale ×{}{}\n",
             targets.len(),
             seconds,
-            POLICIES.len(),
-            options.utilizations.len(),
+            options.warmup.as_secs(),
+            jobs.len(),
             elapsed,
             options.boot.min,
             options.boot.max,
             options.capacity,
             options.deadline.as_secs(),
-            options.scale
+            options.scale,
+            if options.multiply { " (multiplied)" } else if options.scale != 1.0 { " (superposed)" } else { "" },
         )?;
-        writeln!(out, "{}", table(options, &results))?;
-        writeln!(out, "{}", gains(options, &results))?;
+        writeln!(out, "{}", report.table())?;
+        writeln!(out, "{}", report.equal_cost_table())?;
+        writeln!(out, "{}", report.summary())?;
     }
     if let Some(dir) = &options.plot {
-        let files = plots(dir, options, &targets, &results)?;
+        let files = report.plots(dir, &targets)?;
         for file in files {
             eprintln!("wrote {}", file.display());
         }
@@ -413,181 +507,245 @@ pub fn run_replay(options: &ReplayOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The timeline of the first service at the reference utilisation, and the sweep's curves.
-fn plots(
-    dir: &std::path::Path,
-    options: &ReplayOptions,
-    targets: &[Target],
-    results: &BTreeMap<(usize, usize), Totals>,
-) -> anyhow::Result<Vec<PathBuf>> {
-    let u = reference(options);
-    let first = targets.first().map(|t| t.name.clone()).unwrap_or_default();
-    let timelines: Vec<Timeline<'_>> = [0usize, 1, 2]
-        .iter()
-        .filter_map(|&kind| {
-            let run = results.get(&(kind, u))?.runs.first()?;
-            Some(Timeline {
-                policy: POLICIES[kind],
-                run,
-            })
-        })
-        .collect();
-    let curves: Vec<Curve<'_>> = (0..POLICIES.len())
-        .map(|kind| Curve {
-            policy: POLICIES[kind],
-            points: (0..options.utilizations.len())
-                .filter_map(|u| {
-                    let s = &results.get(&(kind, u))?.stats;
-                    Some((s.instance_seconds, 100.0 * s.waited_share()))
-                })
-                .collect(),
-        })
-        .collect();
-    let title = format!(
-        "{first}: load, forecast and ready capacity at target utilisation {:.2}",
-        options.utilizations[u]
-    );
-    write_plots(dir, &title, &timelines, &curves)
-}
-
 /// `forecourt replay` entry point.
 pub fn main(options: &ReplayOptions) -> anyhow::Result<()> {
     run_replay(options)
 }
 
-fn table(options: &ReplayOptions, results: &BTreeMap<(usize, usize), Totals>) -> String {
-    let mut out = String::from(
-        "| policy | target util. | waited % | wait p50 / p99 / p99.9 (s) | past deadline | instance-s | idle instance-s | scale actions |\n|---|---|---|---|---|---|---|---|\n",
-    );
-    for ((kind, u), totals) in results {
-        let s = &totals.stats;
-        out.push_str(&format!(
-            "| {} | {:.2} | {:.3} | {:.0} / {:.0} / {:.0} | {:.0} | {:.0} | {:.0} | {} |\n",
-            POLICIES[*kind],
-            options.utilizations[*u],
-            100.0 * s.waited_share(),
-            s.wait_quantile(0.5),
-            s.wait_quantile(0.99),
-            s.wait_quantile(0.999),
-            s.past_deadline,
-            s.instance_seconds,
-            s.idle_instance_seconds,
-            s.scale_actions
-        ));
-    }
-    out
+/// The finished sweep and how to present it.
+struct Report<'a> {
+    options: &'a ReplayOptions,
+    settings: &'a [Vec<Setting>],
+    results: &'a Results,
 }
 
-/// The utilisation index closest to 0.7 (Knative's default target).
-fn reference(options: &ReplayOptions) -> usize {
-    options
-        .utilizations
-        .iter()
-        .enumerate()
-        .min_by(|a, b| (a.1 - 0.7).abs().total_cmp(&(b.1 - 0.7).abs()))
-        .map_or(0, |(i, _)| i)
-}
-
-fn gains(options: &ReplayOptions, results: &BTreeMap<(usize, usize), Totals>) -> String {
-    let u = reference(options);
-    let get = |kind: usize| results.get(&(kind, u)).map(|t| &t.stats);
-    let (Some(fc), Some(kpa), Some(oracle)) = (get(0), get(1), get(2)) else {
-        return String::new();
-    };
-    let gap = kpa.waited_share() - oracle.waited_share();
-    let share = if gap > 0.0 {
-        format!(
-            "{:.0} % of the oracle's gain",
-            100.0 * (kpa.waited_share() - fc.waited_share()) / gap
-        )
-    } else {
-        "KPA already matches the oracle".to_owned()
-    };
-    let equal_cost = equal_cost(options, results)
-        .map(|(kpa_u, kpa_waited, fc_waited, fc_cost)| {
-            format!(
-                " At no more than 10 % above KPA's instance-seconds (KPA at {kpa_u:.2}: {:.3} % waited), Forecourt's curve reaches {:.3} % waited ({:+.1} % instance-seconds).",
-                100.0 * kpa_waited,
-                100.0 * fc_waited,
-                100.0 * fc_cost
-            )
-        })
-        .unwrap_or_default();
-    format!(
-        "At target utilisation {:.2}: requests that waited for capacity — KPA {:.3} %, Forecourt {:.3} %, oracle {:.3} % (Forecourt recovers {share}); instance-seconds — KPA {:.0}, Forecourt {:.0} ({:+.1} %), oracle {:.0}.",
-        options.utilizations[u],
-        100.0 * kpa.waited_share(),
-        100.0 * fc.waited_share(),
-        100.0 * oracle.waited_share(),
-        kpa.instance_seconds,
-        fc.instance_seconds,
-        100.0 * (fc.instance_seconds / kpa.instance_seconds.max(1.0) - 1.0),
-        oracle.instance_seconds,
-    ) + &equal_cost
-}
-
-/// Forecourt against KPA at (almost) equal cost: for KPA at each target (the reference target
-/// first), Forecourt's lowest waiting among its targets that cost at most 10 % more; the first
-/// KPA target for which one exists. Returns (KPA target, KPA waited, Forecourt waited,
-/// Forecourt's extra cost as a fraction).
-fn equal_cost(
-    options: &ReplayOptions,
-    results: &BTreeMap<(usize, usize), Totals>,
-) -> Option<(f64, f64, f64, f64)> {
-    let reference = reference(options);
-    let order = std::iter::once(reference).chain((0..options.utilizations.len()).rev());
-    order.into_iter().find_map(|u| {
-        let kpa = &results.get(&(1, u))?.stats;
-        let budget = kpa.instance_seconds * 1.1;
-        let best = (0..options.utilizations.len())
-            .filter_map(|i| results.get(&(0, i)).map(|t| &t.stats))
-            .filter(|s| s.instance_seconds <= budget)
-            .min_by(|a, b| a.waited_share().total_cmp(&b.waited_share()))?;
-        Some((
-            options.utilizations[u],
-            kpa.waited_share(),
-            best.waited_share(),
-            best.instance_seconds / kpa.instance_seconds.max(1.0) - 1.0,
-        ))
-    })
-}
-
-fn report_json(
-    options: &ReplayOptions,
-    targets: &[Target],
-    results: &BTreeMap<(usize, usize), Totals>,
-) -> serde_json::Value {
-    let runs: Vec<_> = results
-        .iter()
-        .map(|((kind, u), totals)| {
-            let s = &totals.stats;
-            json!({
-                "policy": POLICIES[*kind],
-                "target_utilization": options.utilizations[*u],
-                "arrived": s.arrived,
-                "waited_percent": 100.0 * s.waited_share(),
-                "wait_seconds": {
-                    "p50": s.wait_quantile(0.5),
-                    "p99": s.wait_quantile(0.99),
-                    "p999": s.wait_quantile(0.999),
-                },
-                "past_deadline": s.past_deadline,
-                "instance_seconds": s.instance_seconds,
-                "idle_instance_seconds": s.idle_instance_seconds,
-                "scale_actions": s.scale_actions,
-                "timeline": totals.runs.iter().map(|r| json!({
-                    "points": r.timeline.iter().map(|p| json!([p.t, p.load, p.forecast, p.ready_capacity])).collect::<Vec<_>>(),
-                })).collect::<Vec<_>>(),
+impl Report<'_> {
+    /// A policy's sweep as cost/waiting points, in setting order.
+    fn curve(&self, kind: usize) -> Vec<SweepPoint> {
+        self.results
+            .range((kind, 0)..(kind + 1, 0))
+            .map(|(&(_, i), totals)| {
+                let setting = self.settings[kind][i];
+                SweepPoint {
+                    knob: setting.waiting_cost.unwrap_or(setting.utilization),
+                    instance_seconds: totals.stats.instance_seconds,
+                    waited: totals.stats.waited_share(),
+                }
             })
+            .collect()
+    }
+
+    /// Forecourt and the oracle at each of KPA's sweep points.
+    fn equal_cost(&self) -> Vec<EqualCost> {
+        equal_cost(&self.curve(1), &self.curve(0), &self.curve(2))
+    }
+
+    /// The setting of `kind` closest to utilisation 0.7 (Knative's default target), with the
+    /// policy's own waiting cost for Forecourt.
+    fn reference(&self, kind: usize) -> usize {
+        let default_cost = forecourt_config::DEFAULT_WAITING_COST;
+        self.settings[kind]
+            .iter()
+            .enumerate()
+            .min_by(|(_, a), (_, b)| {
+                let distance = |s: &Setting| {
+                    (s.utilization - 0.7).abs()
+                        + s.waiting_cost
+                            .map_or(0.0, |c| (c.ln() - default_cost.ln()).abs())
+                };
+                distance(a).total_cmp(&distance(b))
+            })
+            .map_or(0, |(i, _)| i)
+    }
+
+    fn table(&self) -> String {
+        let mut out = String::from(
+            "| policy | target util. | waiting cost | waited % | wait p50 / p99 / p99.9 (s) | past deadline | cold starts | instance-s | idle instance-s | scale actions |\n|---|---|---|---|---|---|---|---|---|---|\n",
+        );
+        for ((kind, i), totals) in self.results {
+            let s = &totals.stats;
+            let setting = self.settings[*kind][*i];
+            out.push_str(&format!(
+                "| {} | {:.2} | {} | {:.3} | {:.0} / {:.0} / {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} |\n",
+                POLICIES[*kind],
+                setting.utilization,
+                setting.waiting_cost.map_or("-".to_owned(), |c| format!("{c}")),
+                100.0 * s.waited_share(),
+                s.wait_quantile(0.5),
+                s.wait_quantile(0.99),
+                s.wait_quantile(0.999),
+                s.past_deadline,
+                s.cold_starts,
+                s.instance_seconds,
+                s.idle_instance_seconds,
+                s.scale_actions
+            ));
+        }
+        out
+    }
+
+    fn equal_cost_table(&self) -> String {
+        let mut out = String::from(
+            "At equal cost (Forecourt's envelope over its sweep, interpolated at each KPA run's instance-seconds):\n\n| KPA target | KPA instance-s | KPA waited % | Forecourt waited % | ratio | gap to oracle closed |\n|---|---|---|---|---|---|\n",
+        );
+        for row in self.equal_cost() {
+            out.push_str(&format!(
+                "| {:.2} | {:.0} | {:.3} | {} | {} | {} |\n",
+                row.kpa_target,
+                row.kpa_instance_seconds,
+                100.0 * row.kpa_waited,
+                row.forecourt_waited.map_or(
+                    "out of range (Forecourt's sweep does not go this cheap)".to_owned(),
+                    |w| format!("{:.3}", 100.0 * w)
+                ),
+                row.ratio().map_or("-".to_owned(), |r| format!("{r:.2}×")),
+                row.gap_closed()
+                    .map_or("-".to_owned(), |g| format!("{:.0} %", 100.0 * g)),
+            ));
+        }
+        out
+    }
+
+    fn summary(&self) -> String {
+        let rows = self.equal_cost();
+        let ratios: Vec<f64> = rows.iter().filter_map(EqualCost::ratio).collect();
+        let compared = ratios.len();
+        let worst = ratios.iter().copied().fold(f64::NAN, f64::max);
+        let best = ratios.iter().copied().fold(f64::NAN, f64::min);
+        let reference = |kind: usize| {
+            self.results
+                .get(&(kind, self.reference(kind)))
+                .map(|t| &t.stats)
+        };
+        let (Some(fc), Some(kpa), Some(oracle)) = (reference(0), reference(1), reference(2)) else {
+            return String::new();
+        };
+        let gap = kpa.waited_share() - oracle.waited_share();
+        let share = if gap > 0.0 {
+            format!(
+                "{:.0} % of the oracle's gain",
+                100.0 * (kpa.waited_share() - fc.waited_share()) / gap
+            )
+        } else {
+            "KPA already matches the oracle".to_owned()
+        };
+        let at_equal_cost = if compared == 0 {
+            "The sweeps do not overlap: no KPA run's cost lies within Forecourt's range.".to_owned()
+        } else {
+            format!(
+                "At equal cost Forecourt's waiting is {best:.2}–{worst:.2}× KPA's over the {compared} of {} KPA runs its sweep reaches.",
+                rows.len()
+            )
+        };
+        format!(
+            "{at_equal_cost} At the defaults (target utilisation 0.70, waiting cost {}): requests that waited for capacity — KPA {:.3} %, Forecourt {:.3} %, oracle {:.3} % (Forecourt recovers {share}); instance-seconds — KPA {:.0}, Forecourt {:.0} ({:+.1} %), oracle {:.0}.",
+            forecourt_config::DEFAULT_WAITING_COST,
+            100.0 * kpa.waited_share(),
+            100.0 * fc.waited_share(),
+            100.0 * oracle.waited_share(),
+            kpa.instance_seconds,
+            fc.instance_seconds,
+            100.0 * (fc.instance_seconds / kpa.instance_seconds.max(1.0) - 1.0),
+            oracle.instance_seconds,
+        )
+    }
+
+    /// The timeline of the first service at the reference settings, and the sweep's curves
+    /// (Forecourt's as its envelope).
+    fn plots(&self, dir: &std::path::Path, targets: &[Target]) -> anyhow::Result<Vec<PathBuf>> {
+        let first = targets.first().map(|t| t.name.clone()).unwrap_or_default();
+        let timelines: Vec<Timeline<'_>> = [0usize, 1, 2]
+            .iter()
+            .filter_map(|&kind| {
+                let run = self
+                    .results
+                    .get(&(kind, self.reference(kind)))?
+                    .runs
+                    .first()?;
+                Some(Timeline {
+                    policy: POLICIES[kind],
+                    run,
+                })
+            })
+            .collect();
+        let curves: Vec<Curve<'_>> = (0..POLICIES.len())
+            .map(|kind| {
+                let mut points = self.curve(kind);
+                if kind == 0 {
+                    points = forecourt_orchestrator::replay::pareto(&points);
+                }
+                Curve {
+                    policy: POLICIES[kind],
+                    points: points
+                        .iter()
+                        .map(|p| (p.instance_seconds, 100.0 * p.waited))
+                        .collect(),
+                }
+            })
+            .collect();
+        let title = format!(
+            "{first}: load, forecast and ready capacity at target utilisation 0.70, waiting cost {}",
+            forecourt_config::DEFAULT_WAITING_COST
+        );
+        write_plots(dir, &title, &timelines, &curves)
+    }
+
+    fn json(&self, targets: &[Target]) -> serde_json::Value {
+        let runs: Vec<_> = self
+            .results
+            .iter()
+            .map(|((kind, i), totals)| {
+                let s = &totals.stats;
+                let setting = self.settings[*kind][*i];
+                json!({
+                    "policy": POLICIES[*kind],
+                    "target_utilization": setting.utilization,
+                    "waiting_cost": setting.waiting_cost,
+                    "arrived": s.arrived,
+                    "waited_percent": 100.0 * s.waited_share(),
+                    "wait_seconds": {
+                        "p50": s.wait_quantile(0.5),
+                        "p99": s.wait_quantile(0.99),
+                        "p999": s.wait_quantile(0.999),
+                    },
+                    "past_deadline": s.past_deadline,
+                    "cold_starts": s.cold_starts,
+                    "instance_seconds": s.instance_seconds,
+                    "idle_instance_seconds": s.idle_instance_seconds,
+                    "scale_actions": s.scale_actions,
+                    "timeline": totals.runs.iter().map(|r| json!({
+                        "points": r.timeline.iter().map(|p| json!([p.t, p.load, p.forecast, p.ready_capacity])).collect::<Vec<_>>(),
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let equal_cost: Vec<_> = self
+            .equal_cost()
+            .iter()
+            .map(|row| {
+                json!({
+                    "kpa_target": row.kpa_target,
+                    "kpa_instance_seconds": row.kpa_instance_seconds,
+                    "kpa_waited_percent": 100.0 * row.kpa_waited,
+                    "forecourt_waited_percent": row.forecourt_waited.map(|w| 100.0 * w),
+                    "oracle_waited_percent": row.oracle_waited.map(|w| 100.0 * w),
+                    "ratio": row.ratio(),
+                    "gap_closed": row.gap_closed(),
+                })
+            })
+            .collect();
+        json!({
+            "trace": self.options.trace.as_ref().map(|t| t.display().to_string()),
+            "synthetic": self.options.synthetic.map(Family::name),
+            "services": targets.iter().map(|t| t.name.clone()).collect::<Vec<_>>(),
+            "boot_seconds": [self.options.boot.min.as_secs(), self.options.boot.max.as_secs()],
+            "deadline_seconds": self.options.deadline.as_secs(),
+            "warmup_seconds": self.options.warmup.as_secs(),
+            "scale": self.options.scale,
+            "scaled_by": if self.options.multiply { "multiplying" } else { "superposing" },
+            "runs": runs,
+            "equal_cost": equal_cost,
+            "summary": self.summary(),
         })
-        .collect();
-    json!({
-        "trace": options.trace.display().to_string(),
-        "services": targets.iter().map(|t| t.name.clone()).collect::<Vec<_>>(),
-        "boot_seconds": [options.boot.min.as_secs(), options.boot.max.as_secs()],
-        "deadline_seconds": options.deadline.as_secs(),
-        "scale": options.scale,
-        "runs": runs,
-        "summary": gains(options, results),
-    })
+    }
 }
