@@ -547,6 +547,56 @@ mod tests {
     }
 
     #[test]
+    fn on_bursty_traffic_forecourt_waits_less_than_kpa_at_equal_cost() {
+        use crate::replay::synthetic::{Family, Synthetic};
+        use crate::scale::kpa::KpaConfig;
+        let series = Synthetic {
+            family: Family::Bursty,
+            mean_rate: 10.0,
+            seconds: 2 * 3_600,
+            seed: 11,
+        }
+        .series();
+        let shape = FleetShape {
+            warmup_secs: 600,
+            ..shape()
+        };
+        let point = |knob: f64, policy: &mut dyn ReplayPolicy| {
+            let stats = run(&series, policy, shape, 1, 10, |_, _| {}).stats;
+            SweepPoint {
+                knob,
+                instance_seconds: stats.instance_seconds,
+                waited: stats.waited_share(),
+            }
+        };
+        let kpa: Vec<SweepPoint> = [0.3, 0.5, 0.7]
+            .iter()
+            .map(|&u| {
+                let config = KpaConfig {
+                    target_utilization: u,
+                    ..KpaConfig::with_target(10.0)
+                };
+                let mut policy = KpaReplay::new(config).expect("valid settings");
+                point(u, &mut policy)
+            })
+            .collect();
+        let forecourt: Vec<SweepPoint> = [0.1, 0.3, 1.0, 3.0, 10.0, 100.0]
+            .iter()
+            .map(|&cost| {
+                let mut scaling = default_scaling(10.0, 0.7);
+                scaling.waiting_cost = cost;
+                point(cost, &mut ForecourtReplay::new(scaling))
+            })
+            .collect();
+        let rows = equal_cost(&kpa, &forecourt, &[]);
+        let ratios: Vec<f64> = rows.iter().filter_map(EqualCost::ratio).collect();
+        assert!(ratios.len() >= 2, "the sweeps overlap: {rows:?}");
+        for ratio in ratios {
+            assert!(ratio < 1.0, "{rows:?}");
+        }
+    }
+
+    #[test]
     fn a_replay_is_deterministic() {
         let series = ramp();
         let once = || {
