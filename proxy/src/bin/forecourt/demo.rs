@@ -174,9 +174,7 @@ async fn drive(
     let mut next_send = [0.0f64, 0.0];
     println!(
         "{:>4}  {:<40}  {:<40}",
-        "t",
-        "shop: rate → forecast  ready/desired held",
-        "api: rate → forecast  ready/desired held"
+        "t", "shop: rate → demand  ready/desired held", "api: rate → demand  ready/desired held"
     );
     loop {
         let t = started.elapsed().as_secs_f64();
@@ -264,8 +262,8 @@ async fn drive(
     )
 }
 
-/// One line of the live view: per service the offered rate, the forecast at its horizon,
-/// ready/desired instances and held requests.
+/// One line of the live view: per service the offered rate, the demand it is provisioned for
+/// over its horizon (the forecast's demand quantile), ready/desired instances and held requests.
 fn live_line(front_door: &FrontDoor, offered: &[f64; 2], watches: &mut [Watch; 2]) -> String {
     let snapshot = front_door.snapshot();
     let scaling = front_door.control.scaling.load();
