@@ -3,7 +3,7 @@
 //! Poisson noise, so one quantile serves every rate.
 //!
 //! ```text
-//!  scored (point issued h s ago, actual) ─► z = (actual − point) / √(point + 1) ─► ring (600)
+//!  scored (point issued h s ago, actual) ─► z = (actual − point) / √(point + 1) ─► ring (3600)
 //!                                                                                    │ sorted copy,
 //!  demand(point, q) = point + z_q · √(point + 1) ◄───────────────────────────────────┘ refreshed
 //!  (before 30 residuals: z_q of the normal, i.e. Poisson noise around the point)
@@ -12,22 +12,26 @@
 //! Scaling by `√(point + 1)` is what makes the margin grow with the rate like Poisson noise does
 //! (a service at 1,000 req/s needs ~3 % headroom for the same quantile that needs 100 % at 1
 //! req/s), while the empirical distribution keeps whatever is heavier than Poisson (bursts,
-//! model error) in the tail.
+//! model error) in the tail. The window is an hour so that the high quantiles a costly wait asks
+//! for (0.99 and up) are read from enough samples to have seen the last surge: with ten minutes,
+//! a flash crowd every half hour was outside the window whenever the next one came, and paying
+//! for a higher quantile bought nothing. Residuals are kept as `f32` (28 KB per horizon).
 
-/// Standardized residuals kept per horizon (ten minutes of seconds).
-pub const DEMAND_WINDOW: usize = 600;
+/// Standardized residuals kept per horizon (an hour of seconds).
+pub const DEMAND_WINDOW: usize = 3600;
 /// Residuals needed before the empirical distribution replaces the Poisson one.
 pub const MIN_DEMAND_RESIDUALS: usize = 30;
 
 /// Standardized residuals and a sorted copy of them.
 #[derive(Debug, Clone, Default)]
 struct Scaled {
-    values: Vec<f64>,
-    sorted: Vec<f64>,
+    values: Vec<f32>,
+    sorted: Vec<f32>,
 }
 
 impl Scaled {
     fn push(&mut self, z: f64, at: usize) {
+        let z = z as f32;
         if self.values.len() < DEMAND_WINDOW {
             self.values.push(z);
         } else {
@@ -38,7 +42,7 @@ impl Scaled {
     fn resort(&mut self) {
         self.sorted.clear();
         self.sorted.extend_from_slice(&self.values);
-        self.sorted.sort_unstable_by(f64::total_cmp);
+        self.sorted.sort_unstable_by(f32::total_cmp);
     }
 
     /// The `q` quantile (nearest rank); beyond what the window resolves, its largest value plus
@@ -51,11 +55,11 @@ impl Scaled {
         }
         let top = 1.0 - 1.0 / n as f64;
         if q > top {
-            let largest = self.sorted[n - 1];
+            let largest = f64::from(self.sorted[n - 1]);
             return Some(largest + (normal_quantile(q) - normal_quantile(top)).max(0.0));
         }
         let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
-        Some(self.sorted[rank - 1])
+        Some(f64::from(self.sorted[rank - 1]))
     }
 }
 
@@ -89,13 +93,9 @@ impl DemandRing {
         self.poisson.push(residual / Self::unit(point), self.next);
         self.next = (self.next + 1) % DEMAND_WINDOW;
         self.since_sort += 1;
-        // Re-sort every 1/16 of the window once full (every push while filling): a few hundred
-        // nanoseconds per second amortised, and any quantile is then a lookup.
-        let every = if self.poisson.values.len() < DEMAND_WINDOW {
-            1
-        } else {
-            DEMAND_WINDOW / 16
-        };
+        // Re-sort every 1/16 of what is held (so about every 4 minutes once full): well under a
+        // microsecond per second amortised, and any quantile is then a lookup.
+        let every = (self.poisson.values.len() / 16).max(1);
         if self.since_sort >= every {
             self.since_sort = 0;
             self.poisson.resort();
@@ -203,11 +203,11 @@ mod tests {
     fn the_empirical_tail_scales_with_the_square_root_of_the_rate() {
         let mut ring = DemandRing::new();
         // Residuals of exactly z = 0, 1, …, 9 units around a point of 24 (unit 5).
-        for i in 0..600 {
-            let z = f64::from(i % 10);
+        for i in 0..DEMAND_WINDOW {
+            let z = (i % 10) as f64;
             ring.push(24.0, 24.0 + 5.0 * z);
         }
-        assert_eq!(ring.len(), 600);
+        assert_eq!(ring.len(), DEMAND_WINDOW);
         assert_eq!(ring.z(0.9), 8.0);
         // At a point of 99 (unit 10) the same quantile is 8 units of 10.
         assert!((ring.demand(99.0, 0.9) - 179.0).abs() < 1e-9);
@@ -219,16 +219,20 @@ mod tests {
     #[test]
     fn old_residuals_leave_the_window() {
         let mut ring = DemandRing::new();
-        for _ in 0..600 {
+        for _ in 0..DEMAND_WINDOW {
             ring.push(0.0, 50.0);
         }
         assert!(ring.z(0.5) > 40.0);
         // A window later (plus one re-sort interval) none of them is left.
-        for _ in 0..600 + DEMAND_WINDOW / 16 {
+        for _ in 0..DEMAND_WINDOW + DEMAND_WINDOW / 16 {
             ring.push(0.0, 0.0);
         }
         assert_eq!(ring.z(0.99), 0.0);
         ring.push(1.0, f64::NAN);
-        assert_eq!(ring.len(), 600, "a non-finite residual is ignored");
+        assert_eq!(
+            ring.len(),
+            DEMAND_WINDOW,
+            "a non-finite residual is ignored"
+        );
     }
 }
