@@ -30,17 +30,11 @@ fn forecast_json_reports_the_ensemble_per_horizon() {
         eprintln!("skipped: {TRACE} is not there (the shared traces are not in the repository)");
         return;
     }
-    let out = Command::new(forecourt_bin())
-        .current_dir(root)
-        .args(["forecast", "--trace", TRACE, "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let report = json_output(
+        Command::new(forecourt_bin())
+            .current_dir(root)
+            .args(["forecast", "--trace", TRACE, "--json"]),
     );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["trace"], TRACE);
     assert_eq!(report["train_fraction"].as_f64(), Some(0.7));
     assert_eq!(

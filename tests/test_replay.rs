@@ -26,27 +26,21 @@ fn replay_compares_policies_at_equal_cost_and_forecourt_beats_kpa_on_a_ramp() {
     let trace = dir.join("ramp.csv");
     std::fs::write(&trace, ramp_trace()).unwrap();
     let plots = dir.join("plots");
-    let out = Command::new(forecourt_bin())
-        .args(["replay", "--json", "--boot", "10s", "--capacity", "10"])
-        .args(["--warmup", "5m", "--utilization", "0.5,0.6,0.7,0.8"])
-        .args([
-            "--waiting-cost",
-            "0.1,1,10,100",
-            "--forecourt-utilization",
-            "0.7",
-        ])
-        .arg("--trace")
-        .arg(&trace)
-        .arg("--plot")
-        .arg(&plots)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let report = json_output(
+        Command::new(forecourt_bin())
+            .args(["replay", "--json", "--boot", "10s", "--capacity", "10"])
+            .args(["--warmup", "5m", "--utilization", "0.5,0.6,0.7,0.8"])
+            .args([
+                "--waiting-cost",
+                "0.1,1,10,100",
+                "--forecourt-utilization",
+                "0.7",
+            ])
+            .arg("--trace")
+            .arg(&trace)
+            .arg("--plot")
+            .arg(&plots),
     );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let runs = report["runs"].as_array().unwrap();
     assert_eq!(
         runs.len(),
@@ -124,34 +118,28 @@ fn scaling_a_trace_superposes_unless_told_to_multiply() {
     }
     std::fs::write(&trace, text).unwrap();
     let replay = |extra: &[&str]| -> serde_json::Value {
-        let out = Command::new(forecourt_bin())
-            .args([
-                "replay",
-                "--json",
-                "--utilization",
-                "0.7",
-                "--waiting-cost",
-                "1",
-            ])
-            .args([
-                "--forecourt-utilization",
-                "0.7",
-                "--warmup",
-                "0s",
-                "--scale",
-                "4",
-            ])
-            .args(extra)
-            .arg("--trace")
-            .arg(&trace)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+        json_output(
+            Command::new(forecourt_bin())
+                .args([
+                    "replay",
+                    "--json",
+                    "--utilization",
+                    "0.7",
+                    "--waiting-cost",
+                    "1",
+                ])
+                .args([
+                    "--forecourt-utilization",
+                    "0.7",
+                    "--warmup",
+                    "0s",
+                    "--scale",
+                    "4",
+                ])
+                .args(extra)
+                .arg("--trace")
+                .arg(&trace),
+        )
     };
     let superposed = replay(&[]);
     let multiplied = replay(&["--multiply"]);
@@ -163,32 +151,26 @@ fn scaling_a_trace_superposes_unless_told_to_multiply() {
     assert_eq!(arrived(&multiplied), arrived(&superposed));
 
     // A synthetic family replays without a trace file.
-    let out = Command::new(forecourt_bin())
-        .args([
-            "replay",
-            "--json",
-            "--synthetic",
-            "bursty-mmpp",
-            "--rate",
-            "20",
-        ])
-        .args([
-            "--seconds",
-            "30m",
-            "--utilization",
-            "0.7",
-            "--waiting-cost",
-            "1",
-        ])
-        .args(["--forecourt-utilization", "0.7"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let report = json_output(
+        Command::new(forecourt_bin())
+            .args([
+                "replay",
+                "--json",
+                "--synthetic",
+                "bursty-mmpp",
+                "--rate",
+                "20",
+            ])
+            .args([
+                "--seconds",
+                "30m",
+                "--utilization",
+                "0.7",
+                "--waiting-cost",
+                "1",
+            ])
+            .args(["--forecourt-utilization", "0.7"]),
     );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["synthetic"], "bursty-mmpp");
     assert!(arrived(&report) > 0.0);
     let _ = std::fs::remove_dir_all(&dir);

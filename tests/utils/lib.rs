@@ -13,6 +13,18 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+/// Runs a `forecourt` command that prints JSON, asserts it succeeded (showing its stderr if
+/// not) and returns what it printed.
+pub fn json_output(command: &mut Command) -> serde_json::Value {
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// Default bound of every wait in these tests.
 pub const WAIT: Duration = Duration::from_secs(20);
 
