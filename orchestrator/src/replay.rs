@@ -224,6 +224,11 @@ impl ForecourtReplay {
         }
     }
 
+    /// The headroom controller's state, when the replayed scaling declares an `slo`.
+    pub fn headroom(&self) -> Option<crate::scale::headroom::HeadroomState> {
+        self.control.headroom(REPLAYED)
+    }
+
     /// Sets the mean service time (for a concurrency capacity, via Little's law).
     pub fn with_service_time(mut self, seconds: f64) -> Self {
         self.state.service_time_secs = seconds.max(0.0);
@@ -263,13 +268,6 @@ impl ReplayPolicy for ForecourtReplay {
 
     fn forecast(&self) -> Option<f64> {
         self.last_forecast
-    }
-}
-
-impl ForecourtReplay {
-    /// The headroom controller's state, when the replayed scaling declares an `slo`.
-    pub fn headroom(&self) -> Option<crate::scale::headroom::HeadroomState> {
-        self.control.headroom(REPLAYED)
     }
 }
 

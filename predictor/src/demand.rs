@@ -22,52 +22,12 @@ pub const DEMAND_WINDOW: usize = 3600;
 /// Residuals needed before the empirical distribution replaces the Poisson one.
 pub const MIN_DEMAND_RESIDUALS: usize = 30;
 
-/// Standardized residuals and a sorted copy of them.
-#[derive(Debug, Clone, Default)]
-struct Scaled {
-    values: Vec<f32>,
-    sorted: Vec<f32>,
-}
-
-impl Scaled {
-    fn push(&mut self, z: f64, at: usize) {
-        let z = z as f32;
-        if self.values.len() < DEMAND_WINDOW {
-            self.values.push(z);
-        } else {
-            self.values[at] = z;
-        }
-    }
-
-    fn resort(&mut self) {
-        self.sorted.clear();
-        self.sorted.extend_from_slice(&self.values);
-        self.sorted.sort_unstable_by(f32::total_cmp);
-    }
-
-    /// The `q` quantile (nearest rank); beyond what the window resolves, its largest value plus
-    /// the normal's distance between the two quantiles, so a stricter quantile still costs
-    /// more. `None` while fewer than [`MIN_DEMAND_RESIDUALS`] are known.
-    fn z(&self, q: f64) -> Option<f64> {
-        let n = self.sorted.len();
-        if n < MIN_DEMAND_RESIDUALS {
-            return None;
-        }
-        let top = 1.0 - 1.0 / n as f64;
-        if q > top {
-            let largest = f64::from(self.sorted[n - 1]);
-            return Some(largest + (normal_quantile(q) - normal_quantile(top)).max(0.0));
-        }
-        let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
-        Some(f64::from(self.sorted[rank - 1]))
-    }
-}
-
 /// Recent residuals of the ensemble at one horizon in units of Poisson noise around the point
-/// they missed.
+/// they missed, and a sorted copy of them.
 #[derive(Debug, Clone, Default)]
 pub struct DemandRing {
-    poisson: Scaled,
+    values: Vec<f32>,
+    sorted: Vec<f32>,
     next: usize,
     since_sort: usize,
 }
@@ -90,33 +50,51 @@ impl DemandRing {
         if !(residual.is_finite() && point.is_finite()) {
             return;
         }
-        self.poisson.push(residual / Self::unit(point), self.next);
+        let z = (residual / Self::unit(point)) as f32;
+        if self.values.len() < DEMAND_WINDOW {
+            self.values.push(z);
+        } else {
+            self.values[self.next] = z;
+        }
         self.next = (self.next + 1) % DEMAND_WINDOW;
         self.since_sort += 1;
         // Re-sort every 1/16 of what is held (so about every 4 minutes once full): well under a
         // microsecond per second amortised, and any quantile is then a lookup.
-        let every = (self.poisson.values.len() / 16).max(1);
-        if self.since_sort >= every {
+        if self.since_sort >= (self.values.len() / 16).max(1) {
             self.since_sort = 0;
-            self.poisson.resort();
+            self.sorted.clear();
+            self.sorted.extend_from_slice(&self.values);
+            self.sorted.sort_unstable_by(f32::total_cmp);
         }
     }
 
     /// Residuals held.
     pub fn len(&self) -> usize {
-        self.poisson.values.len()
+        self.values.len()
     }
 
     /// Whether no residual is held yet.
     pub fn is_empty(&self) -> bool {
-        self.poisson.values.is_empty()
+        self.values.is_empty()
     }
 
-    /// The `q` quantile of the residuals in Poisson units, or the normal's while fewer than
+    /// The `q` quantile of the residuals in Poisson units (nearest rank); beyond what the window
+    /// resolves, its largest residual plus the normal's distance between the two quantiles, so a
+    /// stricter quantile still costs more; the normal's quantile while fewer than
     /// [`MIN_DEMAND_RESIDUALS`] are known.
     pub fn z(&self, q: f64) -> f64 {
         let q = q.clamp(0.0, 1.0);
-        self.poisson.z(q).unwrap_or_else(|| normal_quantile(q))
+        let n = self.sorted.len();
+        if n < MIN_DEMAND_RESIDUALS {
+            return normal_quantile(q);
+        }
+        let top = 1.0 - 1.0 / n as f64;
+        if q > top {
+            let largest = f64::from(self.sorted[n - 1]);
+            return largest + (normal_quantile(q) - normal_quantile(top)).max(0.0);
+        }
+        let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
+        f64::from(self.sorted[rank - 1])
     }
 
     /// The count a second forecast at `point` stays at or below with probability `q`:

@@ -168,23 +168,24 @@ impl ForecastEngine {
     pub fn demand(&self, id: ServiceId, horizon_sec: u64, q: f64) -> Option<f64> {
         let state = self.state(id)?;
         let demand = state.ensemble.demand_at(horizon_sec, q);
-        let target_sec = state
-            .ensemble
-            .last_observed()
-            .map_or(horizon_sec, |t| t.saturating_add(horizon_sec));
         Some(apply_events(
             &state.events,
-            target_sec.saturating_mul(1_000),
+            Self::target_ms(state, horizon_sec),
             demand,
         ))
     }
 
-    fn with_events(state: &ServiceState, raw: Forecast) -> HorizonForecast {
-        let target_sec = state
+    /// The start (ms) of the second `horizon_sec` after the service's last observed one.
+    fn target_ms(state: &ServiceState, horizon_sec: u64) -> u64 {
+        state
             .ensemble
             .last_observed()
-            .map_or(raw.horizon_sec, |t| t.saturating_add(raw.horizon_sec));
-        let target_ms = target_sec.saturating_mul(1_000);
+            .map_or(horizon_sec, |t| t.saturating_add(horizon_sec))
+            .saturating_mul(1_000)
+    }
+
+    fn with_events(state: &ServiceState, raw: Forecast) -> HorizonForecast {
+        let target_ms = Self::target_ms(state, raw.horizon_sec);
         let event_active = state.events.iter().any(|e| e.is_active_at(target_ms));
         let (point, upper) = if event_active {
             (

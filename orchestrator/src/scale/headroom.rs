@@ -20,6 +20,8 @@ use std::time::Duration;
 
 use forecourt_config::scaling::{MAX_DEMAND_QUANTILE, MIN_DEMAND_QUANTILE};
 
+use crate::scale::decide::millis;
+
 /// Length of one evaluation window.
 pub const EVALUATION_WINDOW: Duration = Duration::from_secs(300);
 /// Requests a window needs before it is judged (a quieter window is extended).
@@ -172,10 +174,6 @@ impl HeadroomController {
             last_move: self.last_move,
         }
     }
-}
-
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
