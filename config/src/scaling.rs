@@ -24,7 +24,7 @@
 //!   horizon: auto              # or a fixed duration such as 15s
 //!   horizon_margin: 2s
 //!   scale_up: { max_step: 100, cooldown: 0s }
-//!   scale_down: { max_step: 1, cooldown: 10s, stabilization: 30s }
+//!   scale_down: { max_step: 100, cooldown: 10s, stabilization: 30s }
 //!   panic: { window: 6s, threshold: 2.0 }
 //!   stable_window: 60s
 //!   idle_to_zero_after: 60s
@@ -73,7 +73,7 @@ pub const MAX_FIXED_HORIZON: Duration = Duration::from_secs(600);
 /// took a 120 → 350 req/s flash crowd 5 orders to meet, each a boot time late, in replay).
 pub const DEFAULT_SCALE_UP_STEP: u32 = 100;
 /// Built-in `scale_down.max_step`.
-pub const DEFAULT_SCALE_DOWN_STEP: u32 = 1;
+pub const DEFAULT_SCALE_DOWN_STEP: u32 = 100;
 /// Built-in `scale_down.cooldown`.
 pub const DEFAULT_SCALE_DOWN_COOLDOWN: Duration = Duration::from_secs(10);
 /// Built-in `scale_down.stabilization`.

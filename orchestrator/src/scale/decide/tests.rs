@@ -6,7 +6,7 @@ use super::*;
 
 /// 50 req/s per replica (what the predictive arm and the live floor divide by), 35 req/s at the
 /// 70 % target (what the reactive arm and panic divide by); min 1, max 10, up 100/0s,
-/// down 1/10s/30s stabilization, panic 6s × 2.0, stable 60s, idle 60s, no warm pool.
+/// down 100/10s/30s stabilization, panic 6s × 2.0, stable 60s, idle 60s, no warm pool.
 fn rps() -> ScalingConfig {
     ScalingConfig::with_capacity(Capacity::RequestsPerSecond(50.0))
 }
@@ -489,8 +489,9 @@ fn a_step_in_load_panics_then_holds_for_a_stable_window() {
             "t={t}"
         );
     }
+    // Then it follows the live load down in one order: 60 / 35 = 1.7 → 2.
     let d = service.tick(at(150, 0, 60.0));
-    assert_eq!((d.desired, d.reason), (8, Reason::ScaleDown));
+    assert_eq!((d.desired, d.reason), (2, Reason::ScaleDown));
 }
 
 #[test]
@@ -575,9 +576,16 @@ fn noise_does_not_flap() {
 #[test]
 fn stabilization_holds_then_steps_down_by_max_step_each_cooldown() {
     let d = scale_down_after_stabilization();
-    assert_eq!((d.desired, d.reason), (3, Reason::ScaleDown));
+    assert_eq!((d.desired, d.reason), (1, Reason::ScaleDown));
 
-    let mut service = Service::new(rps(), 6);
+    let one_at_a_time = ScalingConfig {
+        scale_down: forecourt_config::ScaleDown {
+            max_step: 1,
+            ..rps().scale_down
+        },
+        ..rps()
+    };
+    let mut service = Service::new(one_at_a_time, 6);
     service.tick(at(0, 0, 200.0));
     let mut timeline = Vec::new();
     for t in 1..=90 {
@@ -595,6 +603,57 @@ fn stabilization_holds_then_steps_down_by_max_step_each_cooldown() {
         vec![(31, 5), (41, 4), (51, 3), (61, 2), (71, 1)],
         "one replica per 10 s cooldown once the 30 s window has passed"
     );
+}
+
+#[test]
+fn by_default_a_surge_scales_in_at_once_when_the_window_has_passed() {
+    // 10 replicas for a surge, then back to 35 req/s: with the built-in step (100), the count
+    // follows the load down in one order once the 30 s stabilization window has passed,
+    // instead of one replica per cooldown (the replay's flash crowds paid for that slowness
+    // in instance-seconds at every cost).
+    let mut service = Service::new(rps(), 10);
+    service.tick(at(0, 0, 500.0));
+    let mut timeline = Vec::new();
+    for t in 1..=60 {
+        let d = service.tick(at(t, 0, 35.0));
+        if d.changed() {
+            timeline.push((t, d.desired));
+        }
+    }
+    assert_eq!(timeline, vec![(31, 1)]);
+}
+
+#[test]
+fn the_live_floor_follows_a_ramp_the_windows_see() {
+    // 3 replicas of 50 req/s each; the forecast lags at 100 req/s. The panic window sees
+    // 200 req/s (200 / 35 = 5.7, under twice the 3 ready: no panic), the stable window 100: the
+    // rise over the 27 s between the windows' centres, less two standard deviations of
+    // Poisson noise (2·√(200/6 + 100/60) = 11.8), goes on for the 12 s horizon:
+    // 200 · (1 + (100 − 11.8) / 27 · 12 / 200) = 239.2 → 5 replicas, not 4.
+    let config = rps();
+    let mut inputs = with_forecast(at(0, 3, 200.0), 100.0);
+    inputs.stable_rate = 100.0;
+    let d = once(&config, inputs);
+    assert_eq!(
+        (d.desired, d.panicking),
+        (4, false),
+        "no horizon: the live load only"
+    );
+    inputs.horizon_secs = 12.0;
+    let d = once(&config, inputs);
+    assert_eq!((d.desired, d.reason), (5, Reason::Reactive));
+
+    // Steady traffic projects nothing at any rate: a panic window as far above the stable
+    // one as Poisson noise allows adds no replica.
+    for rate in [10.0, 1_000.0, 100_000.0] {
+        let noise = 2.0 * (rate / 6.0 + rate / 60.0_f64).sqrt();
+        let mut inputs = with_forecast(at(0, 1, rate + noise), rate);
+        inputs.stable_rate = rate;
+        inputs.horizon_secs = 60.0;
+        let with_ramp = once(&config, inputs).recommended;
+        inputs.horizon_secs = 0.0;
+        assert_eq!(with_ramp, once(&config, inputs).recommended, "rate {rate}");
+    }
 }
 
 #[test]
@@ -635,20 +694,14 @@ fn a_falling_forecast_scales_in_down_to_the_live_floor() {
             timeline.push((t, d.desired, d.reason));
         } else if t <= 30 {
             assert_eq!(d.reason, Reason::StabilizingScaleDown, "t={t}");
-        } else if service.current > 2 {
-            assert_eq!(d.reason, Reason::CooldownScaleDown, "t={t}");
         } else {
             assert_eq!(d.reason, Reason::Steady, "t={t}");
         }
     }
     assert_eq!(
         timeline,
-        vec![
-            (31, 4, Reason::ScaleDown),
-            (41, 3, Reason::ScaleDown),
-            (51, 2, Reason::ScaleDown),
-        ],
-        "after the stabilization window, one per cooldown, never below the live load's 2"
+        vec![(31, 2, Reason::ScaleDown)],
+        "after the stabilization window, in one order, never below the live load's 2"
     );
 }
 
@@ -729,7 +782,8 @@ fn idle_service_scales_to_zero_after_idle_to_zero_after() {
     let d = idle_to_zero();
     assert_eq!((d.desired, d.reason), (0, Reason::IdleToZero));
 
-    // From three replicas: down to one (stabilized), hold it, then straight to zero.
+    // From three replicas: down to one (stabilized, in one order), hold it, then straight
+    // to zero.
     let mut service = Service::new(scale_to_zero(), 3);
     service.tick(at(0, 0, 90.0));
     let mut timeline = Vec::new();
@@ -741,11 +795,7 @@ fn idle_service_scales_to_zero_after_idle_to_zero_after() {
     }
     assert_eq!(
         timeline,
-        vec![
-            (31, 2, Reason::ScaleDown),
-            (41, 1, Reason::ScaleDown),
-            (60, 0, Reason::IdleToZero),
-        ]
+        vec![(31, 1, Reason::ScaleDown), (60, 0, Reason::IdleToZero),]
     );
     let d = service.tick(at(121, 0, 0.0));
     assert_eq!((d.desired, d.reason), (0, Reason::Steady));
@@ -1039,7 +1089,7 @@ fn a_fresh_state_does_not_scale_down_before_a_stabilization_window() {
             Reason::StabilizingScaleDown
         );
     }
-    assert_eq!(service.tick(at(31, 0, 35.0)).desired, 4);
+    assert_eq!(service.tick(at(31, 0, 35.0)).desired, 1);
 }
 
 #[test]
