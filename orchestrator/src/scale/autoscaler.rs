@@ -358,6 +358,7 @@ impl ServiceScaler {
             },
             held_requests: service.held.saturating_add(peers.held),
             last_arrival_ms: self.last_arrival_ms,
+            horizon_secs: self.horizon_secs(scaling) as f64,
         };
         decide(scaling, &mut self.state, &inputs)
     }

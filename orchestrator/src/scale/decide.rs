@@ -94,6 +94,9 @@ pub struct ScalingInputs {
     pub held_requests: u32,
     /// When the last request arrived; `None` if none has since start.
     pub last_arrival_ms: Option<u64>,
+    /// Seconds until a replica ordered now is ready (the forecast horizon): how far the live
+    /// floor projects a ramp the windows see; 0 projects nothing.
+    pub horizon_secs: f64,
 }
 
 /// Why [`decide`] chose its replica count.
@@ -410,9 +413,10 @@ pub fn decide(
             in_capacity_unit(demand).map_or(1, |load| replicas(load / full_replica).max(1))
         }
     });
-    // What the live load needs right now at full capacity: a floor for a forecast that is
-    // behind (the panic window sees a burst first).
-    let live = replicas(clean(panic_load) / full_replica);
+    // What the live load will need when a replica ordered now is ready, at full capacity: a
+    // floor for a forecast that is behind (the panic window sees a burst first), carried along
+    // the ramp the windows see.
+    let live = replicas(clean(panic_load) * ramp_factor(config, inputs) / full_replica);
 
     // Rules: the forecast's upper bound over the current replicas' full capacity (unknown, and
     // no rule fires, when a concurrency capacity has no latency to convert the forecast with).
@@ -552,6 +556,27 @@ pub fn decide(
         state.last_scale_down_ms = Some(now);
     }
     decision(desired, reason)
+}
+
+/// How much higher the panic window's load will be `horizon_secs` from now if the ramp the
+/// windows see goes on (1.0 without a significant one).
+///
+/// The panic window's mean is centred half a panic window ago, the stable window's half a
+/// stable window ago: their difference over that lag is the slope. Only the part of the
+/// difference beyond two standard deviations of Poisson noise counts, so steady traffic
+/// projects nothing at any rate.
+fn ramp_factor(config: &ScalingConfig, inputs: &ScalingInputs) -> f64 {
+    let panic_secs = config.panic.window.as_secs_f64();
+    let stable_secs = config.stable_window.as_secs_f64();
+    let lag = (stable_secs - panic_secs) / 2.0;
+    let (panic, stable) = (clean(inputs.panic_rate), clean(inputs.stable_rate));
+    let horizon = clean(inputs.horizon_secs);
+    if lag <= 0.0 || panic_secs <= 0.0 || panic <= NEGLIGIBLE_RATE || horizon <= 0.0 {
+        return 1.0;
+    }
+    let noise = 2.0 * (panic / panic_secs + stable / stable_secs).sqrt();
+    let rise = (panic - stable - noise).max(0.0);
+    1.0 + rise / lag * horizon / panic
 }
 
 /// Replicas needed for `units` target-loads of work (0 for no work, float noise not rounded up).
