@@ -795,7 +795,7 @@ fn idle_service_scales_to_zero_after_idle_to_zero_after() {
     }
     assert_eq!(
         timeline,
-        vec![(31, 1, Reason::ScaleDown), (60, 0, Reason::IdleToZero),]
+        vec![(31, 1, Reason::ScaleDown), (60, 0, Reason::IdleToZero)]
     );
     let d = service.tick(at(121, 0, 0.0));
     assert_eq!((d.desired, d.reason), (0, Reason::Steady));
