@@ -1,35 +1,100 @@
 //! The demand distribution a forecast stands for: how far above (or below) the ensemble's point
 //! the actual count of a second lands, as an empirical distribution of recent errors in units of
-//! Poisson noise, so one quantile serves every rate.
+//! Poisson noise, so one quantile serves every rate — conditional on whether the forecast is
+//! behind right now.
 //!
 //! ```text
-//!  scored (point issued h s ago, actual) ─► z = (actual − point) / √(point + 1) ─► ring (3600)
-//!                                                                                    │ sorted copy,
-//!  demand(point, q) = point + z_q · √(point + 1) ◄───────────────────────────────────┘ refreshed
-//!  (before 30 residuals: z_q of the normal, i.e. Poisson noise around the point)
+//!  scored (point issued h s ago, actual) ─► z = (actual − point) / √(point + 1)
+//!        │ was the forecast behind when it was issued?     (its last miss beyond the 99th
+//!        ├─ no ─► calm window (3600)                        percentile of the calm window)
+//!        └─ yes ► behind window (1800)
+//!  demand(point, q) = point + z_q · √(point + 1), z_q from the window of the state now
+//!  (before 30 residuals in a window: the other window; before any: z_q of the normal)
 //! ```
 //!
 //! Scaling by `√(point + 1)` is what makes the margin grow with the rate like Poisson noise does
 //! (a service at 1,000 req/s needs ~3 % headroom for the same quantile that needs 100 % at 1
 //! req/s), while the empirical distribution keeps whatever is heavier than Poisson (bursts,
-//! model error) in the tail. The window is an hour so that the high quantiles a costly wait asks
-//! for (0.99 and up) are read from enough samples to have seen the last surge: with ten minutes,
-//! a flash crowd every half hour was outside the window whenever the next one came, and paying
-//! for a higher quantile bought nothing. Residuals are kept as `f32` (28 KB per horizon).
+//! model error) in the tail.
+//!
+//! Errors come in runs: once a ramp has left the forecast behind, the forecasts issued during
+//! the ramp miss too, while in steady traffic a large miss is followed by an ordinary one. One
+//! distribution for both prices every second as if a crowd could start in it, which is what
+//! made surge protection either cost too much at a cheap quantile or come too late at a strict
+//! one. So the residuals are split by the state at issue time — was the forecast's latest miss
+//! beyond the 99th percentile of calm misses — and a quantile is read from the window of the
+//! state the service is in now: a crowd raises the demand while it lasts (by as much as
+//! forecasts issued in earlier crowds fell short, at the quantile the cost of waiting asks
+//! for), and calm seconds pay only for calm misses. The calm window is an hour so that the high
+//! quantiles a costly wait asks for (0.99 and up) are read from enough samples; the behind
+//! window fills only while behind, so its 1,800 residuals span several crowds. Residuals are
+//! kept as `f32` (22 KB per horizon).
 
-/// Standardized residuals kept per horizon (an hour of seconds).
+/// Standardized residuals kept per horizon for calm seconds (an hour of seconds).
 pub const DEMAND_WINDOW: usize = 3600;
-/// Residuals needed before the empirical distribution replaces the Poisson one.
+/// Standardized residuals kept per horizon for forecasts issued while behind.
+pub const BEHIND_WINDOW: usize = 1800;
+/// Residuals needed before a window's empirical distribution is used.
 pub const MIN_DEMAND_RESIDUALS: usize = 30;
+/// The quantile of calm residuals a miss must exceed for the forecast to count as behind.
+pub const BEHIND_QUANTILE: f64 = 0.99;
 
-/// Recent residuals of the ensemble at one horizon in units of Poisson noise around the point
-/// they missed, and a sorted copy of them.
+/// A bounded window of standardized residuals and a sorted copy of them.
 #[derive(Debug, Clone, Default)]
-pub struct DemandRing {
+struct ResidualWindow {
     values: Vec<f32>,
     sorted: Vec<f32>,
     next: usize,
     since_sort: usize,
+}
+
+impl ResidualWindow {
+    fn push(&mut self, z: f32, capacity: usize) {
+        if self.values.len() < capacity {
+            self.values.push(z);
+        } else {
+            self.values[self.next] = z;
+        }
+        self.next = (self.next + 1) % capacity;
+        self.since_sort += 1;
+        // Re-sort every 1/16 of what is held (so about every 4 minutes once full): well under a
+        // microsecond per second amortised, and any quantile is then a lookup.
+        if self.since_sort >= (self.values.len() / 16).max(1) {
+            self.since_sort = 0;
+            self.sorted.clear();
+            self.sorted.extend_from_slice(&self.values);
+            self.sorted.sort_unstable_by(f32::total_cmp);
+        }
+    }
+
+    /// Whether the window resolves quantiles empirically.
+    fn is_known(&self) -> bool {
+        self.sorted.len() >= MIN_DEMAND_RESIDUALS
+    }
+
+    /// The `q` quantile (nearest rank); beyond what the window resolves, its largest residual
+    /// plus the normal's distance between the two quantiles, so a stricter quantile still costs
+    /// more. Only for a known window.
+    fn z(&self, q: f64) -> f64 {
+        let n = self.sorted.len();
+        let top = 1.0 - 1.0 / n as f64;
+        if q > top {
+            let largest = f64::from(self.sorted[n - 1]);
+            return largest + (normal_quantile(q) - normal_quantile(top)).max(0.0);
+        }
+        let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
+        f64::from(self.sorted[rank - 1])
+    }
+}
+
+/// Recent residuals of the ensemble at one horizon in units of Poisson noise around the point
+/// they missed, split by whether the forecast was behind when it was issued.
+#[derive(Debug, Clone, Default)]
+pub struct DemandRing {
+    calm: ResidualWindow,
+    behind: ResidualWindow,
+    /// The latest residual, in Poisson units.
+    last: f32,
 }
 
 impl DemandRing {
@@ -43,58 +108,58 @@ impl DemandRing {
         (point.max(0.0) + 1.0).sqrt()
     }
 
-    /// Records that a second forecast at `point` held `actual`.
-    pub fn push(&mut self, point: f64, actual: f64) {
+    /// Whether the forecast is behind now: its latest miss is beyond the
+    /// [`BEHIND_QUANTILE`] of calm misses (and above the point at all). Forecasts issued now
+    /// are recorded under this state when they are scored.
+    pub fn is_behind(&self) -> bool {
+        let last = f64::from(self.last);
+        last > 0.0 && self.calm.is_known() && last > self.calm.z(BEHIND_QUANTILE)
+    }
+
+    /// Records that a second forecast at `point`, issued while the forecast was `behind` (see
+    /// [`Self::is_behind`]), held `actual`.
+    pub fn push(&mut self, point: f64, actual: f64, behind: bool) {
         let point = point.max(0.0);
         let residual = actual - point;
         if !(residual.is_finite() && point.is_finite()) {
             return;
         }
         let z = (residual / Self::unit(point)) as f32;
-        if self.values.len() < DEMAND_WINDOW {
-            self.values.push(z);
+        self.last = z;
+        if behind {
+            self.behind.push(z, BEHIND_WINDOW);
         } else {
-            self.values[self.next] = z;
-        }
-        self.next = (self.next + 1) % DEMAND_WINDOW;
-        self.since_sort += 1;
-        // Re-sort every 1/16 of what is held (so about every 4 minutes once full): well under a
-        // microsecond per second amortised, and any quantile is then a lookup.
-        if self.since_sort >= (self.values.len() / 16).max(1) {
-            self.since_sort = 0;
-            self.sorted.clear();
-            self.sorted.extend_from_slice(&self.values);
-            self.sorted.sort_unstable_by(f32::total_cmp);
+            self.calm.push(z, DEMAND_WINDOW);
         }
     }
 
-    /// Residuals held.
+    /// Residuals held (both states).
     pub fn len(&self) -> usize {
-        self.values.len()
+        self.calm.values.len() + self.behind.values.len()
     }
 
     /// Whether no residual is held yet.
     pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
+        self.len() == 0
     }
 
-    /// The `q` quantile of the residuals in Poisson units (nearest rank); beyond what the window
-    /// resolves, its largest residual plus the normal's distance between the two quantiles, so a
-    /// stricter quantile still costs more; the normal's quantile while fewer than
-    /// [`MIN_DEMAND_RESIDUALS`] are known.
+    /// The `q` quantile of the residuals in Poisson units for the state the forecast is in now
+    /// (see [`Self::is_behind`]), read from the other state's window while this one holds fewer
+    /// than [`MIN_DEMAND_RESIDUALS`], and the normal's quantile while neither does.
     pub fn z(&self, q: f64) -> f64 {
         let q = q.clamp(0.0, 1.0);
-        let n = self.sorted.len();
-        if n < MIN_DEMAND_RESIDUALS {
-            return normal_quantile(q);
+        let (own, other) = if self.is_behind() {
+            (&self.behind, &self.calm)
+        } else {
+            (&self.calm, &self.behind)
+        };
+        if own.is_known() {
+            own.z(q)
+        } else if other.is_known() {
+            other.z(q)
+        } else {
+            normal_quantile(q)
         }
-        let top = 1.0 - 1.0 / n as f64;
-        if q > top {
-            let largest = f64::from(self.sorted[n - 1]);
-            return largest + (normal_quantile(q) - normal_quantile(top)).max(0.0);
-        }
-        let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
-        f64::from(self.sorted[rank - 1])
     }
 
     /// The count a second forecast at `point` stays at or below with probability `q`:
@@ -183,7 +248,7 @@ mod tests {
         // Residuals of exactly z = 0, 1, …, 9 units around a point of 24 (unit 5).
         for i in 0..DEMAND_WINDOW {
             let z = (i % 10) as f64;
-            ring.push(24.0, 24.0 + 5.0 * z);
+            ring.push(24.0, 24.0 + 5.0 * z, false);
         }
         assert_eq!(ring.len(), DEMAND_WINDOW);
         assert_eq!(ring.z(0.9), 8.0);
@@ -198,19 +263,72 @@ mod tests {
     fn old_residuals_leave_the_window() {
         let mut ring = DemandRing::new();
         for _ in 0..DEMAND_WINDOW {
-            ring.push(0.0, 50.0);
+            ring.push(0.0, 50.0, false);
         }
         assert!(ring.z(0.5) > 40.0);
         // A window later (plus one re-sort interval) none of them is left.
         for _ in 0..DEMAND_WINDOW + DEMAND_WINDOW / 16 {
-            ring.push(0.0, 0.0);
+            ring.push(0.0, 0.0, false);
         }
         assert_eq!(ring.z(0.99), 0.0);
-        ring.push(1.0, f64::NAN);
+        ring.push(1.0, f64::NAN, false);
         assert_eq!(
             ring.len(),
             DEMAND_WINDOW,
             "a non-finite residual is ignored"
         );
+    }
+
+    #[test]
+    fn a_miss_beyond_calm_misses_reads_the_quantile_of_earlier_crowds() {
+        let mut ring = DemandRing::new();
+        // Calm: misses of z = 0, 1, …, 9 around a point of 99 (unit 10); the 90th percentile
+        // is 8, the 99th 9, and the last miss pushed is an ordinary 0.
+        for i in 0..DEMAND_WINDOW {
+            ring.push(99.0, 99.0 + 10.0 * ((i + 1) % 10) as f64, false);
+        }
+        assert!(!ring.is_behind());
+        let calm = ring.demand(99.0, 0.9);
+        assert!((calm - 179.0).abs() < 1e-9, "{calm}");
+        // Earlier crowds: forecasts issued while behind missed by 20 to 39 units.
+        for i in 0..BEHIND_WINDOW {
+            ring.push(99.0, 99.0 + 10.0 * (20 + i % 20) as f64, true);
+        }
+        // The last of them (39 units) leaves the forecast behind now: the same quantile is read
+        // from the crowds' misses (nearest rank: 37 units).
+        assert!(ring.is_behind());
+        assert!((ring.demand(99.0, 0.9) - 469.0).abs() < 1e-9);
+        // A cheap quantile stays cheaper than a strict one in either state.
+        assert!(ring.demand(99.0, 0.5) < ring.demand(99.0, 0.9));
+        // One ordinary miss later the service is calm again and pays for calm misses only.
+        ring.push(99.0, 99.0 + 10.0, false);
+        assert!(!ring.is_behind());
+        assert!((ring.demand(99.0, 0.9) - calm).abs() < 1e-9);
+    }
+
+    #[test]
+    fn until_a_state_has_its_own_misses_the_other_state_stands_in() {
+        let mut ring = DemandRing::new();
+        for i in 0..100 {
+            ring.push(0.0, (i % 10) as f64, false);
+        }
+        // A miss of 20, beyond the calm 99th percentile (9): behind, with no behind misses
+        // known yet, so the calm ones are read.
+        ring.push(0.0, 20.0, false);
+        assert!(ring.is_behind());
+        assert_eq!(ring.z(0.9), ring.calm.z(0.9));
+        for _ in 0..MIN_DEMAND_RESIDUALS {
+            ring.push(0.0, 30.0, true);
+        }
+        assert_eq!(
+            ring.z(0.9),
+            30.0,
+            "enough misses while behind: their own quantile"
+        );
+        // A miss below the point is never behind.
+        ring.push(10.0, 0.0, true);
+        assert!(!ring.is_behind());
+        assert_eq!(ring.z(0.9), ring.calm.z(0.9));
+        assert!(ring.z(0.9) <= 9.0);
     }
 }

@@ -168,6 +168,9 @@ struct Pending {
     /// `capacity × models` points, then the same for upper bounds.
     points: Vec<f64>,
     uppers: Vec<f64>,
+    /// Whether the ensemble's forecast was behind when each was issued (see
+    /// [`DemandRing::is_behind`]).
+    behind: Vec<bool>,
 }
 
 const NO_TARGET: u64 = u64::MAX;
@@ -204,6 +207,7 @@ impl Scoreboard {
                     naive: vec![0.0; capacity],
                     points: vec![0.0; capacity * models],
                     uppers: vec![0.0; capacity * models],
+                    behind: vec![false; capacity],
                 }
             })
             .collect();
@@ -256,6 +260,7 @@ impl Scoreboard {
         let slot = (target % capacity as u64) as usize;
         pending.targets[slot] = target;
         pending.naive[slot] = naive;
+        pending.behind[slot] = self.demand.get(horizon).is_some_and(DemandRing::is_behind);
         let m = self.models;
         for (dst, src) in pending.points[slot * m..(slot + 1) * m]
             .iter_mut()
@@ -293,7 +298,7 @@ impl Scoreboard {
             }
             let last = pending.points[slot * m + m - 1];
             if let Some(ring) = self.demand.get_mut(h) {
-                ring.push(last, actual);
+                ring.push(last, actual, pending.behind[slot]);
             }
         }
     }
@@ -433,5 +438,33 @@ mod tests {
         assert_eq!(empirical_quantile(&values, 1.0, &mut scratch), 10.0);
         assert_eq!(empirical_quantile(&values, 0.0, &mut scratch), 1.0);
         assert_eq!(empirical_quantile(&[], 0.5, &mut scratch), 0.0);
+    }
+
+    #[test]
+    fn a_crowd_raises_the_demand_by_what_earlier_crowds_missed() {
+        let mut board = Scoreboard::new(&[5], 1, ScoreConfig::default());
+        // A forecast stuck at 100 over calm seconds 100 ± 20, an earlier two-minute crowd at
+        // 300, then calm again.
+        let actual = |t: u64| match t {
+            3_600..3_720 => 300.0,
+            _ => 100.0 + 10.0 * ((t % 5) as f64 - 2.0),
+        };
+        let mut t = 0;
+        while t < 4_400 {
+            board.score(t, actual(t));
+            board.issue(0, t, 100.0, &[100.0], &[100.0]);
+            t += 1;
+        }
+        let calm = board.demand(0, 100.0, 0.9);
+        assert!(
+            calm > 100.0 && calm < 125.0,
+            "calm seconds pay for calm misses: {calm}"
+        );
+        // The first second of the next crowd leaves the forecast behind: the forecasts issued
+        // now are priced by what those of the earlier crowd missed.
+        board.score(t, 300.0);
+        let behind = board.demand(0, 100.0, 0.9);
+        assert!(behind > 280.0, "{behind}");
+        assert!(board.demand(0, 100.0, 0.5) <= behind);
     }
 }
