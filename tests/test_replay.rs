@@ -35,6 +35,8 @@ fn replay_compares_policies_at_equal_cost_and_forecourt_beats_kpa_on_a_ramp() {
                 "0.1,1,10,100",
                 "--forecourt-utilization",
                 "0.7",
+                "--rate-oracle-z",
+                "0,2,4",
             ])
             .arg("--trace")
             .arg(&trace)
@@ -44,9 +46,18 @@ fn replay_compares_policies_at_equal_cost_and_forecourt_beats_kpa_on_a_ramp() {
     let runs = report["runs"].as_array().unwrap();
     assert_eq!(
         runs.len(),
-        3 * 4 + 4,
-        "three policies × four targets, Forecourt × four costs"
+        3 * 4 + 4 + 3,
+        "three policies × four targets, Forecourt × four costs, the rate oracle × three"
     );
+    let rate_oracle: Vec<&serde_json::Value> = runs
+        .iter()
+        .filter(|r| r["policy"] == "rate-oracle")
+        .collect();
+    assert_eq!(rate_oracle.len(), 3);
+    // More headroom over the rate it knows costs more.
+    let cost = |r: &serde_json::Value| r["instance_seconds"].as_f64().unwrap();
+    assert!(cost(rate_oracle[0]) < cost(rate_oracle[2]));
+    assert_eq!(rate_oracle[2]["rate_oracle_z"], 4.0);
     let waited = |policy: &str, util: f64| {
         runs.iter()
             .find(|r| {
@@ -71,6 +82,12 @@ fn replay_compares_policies_at_equal_cost_and_forecourt_beats_kpa_on_a_ramp() {
         assert!(row["forecourt_waited_percent"].as_f64().unwrap() >= 0.0);
         assert!(row["kpa_instance_seconds"].as_f64().unwrap() > 0.0);
     }
+    // The rate oracle's mark sits next to Forecourt's wherever its sweep reaches KPA's cost.
+    assert!(
+        rows.iter()
+            .any(|r| r["rate_oracle_waited_percent"].is_number()
+                && r["rate_oracle_ratio"].is_number())
+    );
     // The warm-up is simulated, not measured.
     let arrived = runs[0]["arrived"].as_f64().unwrap();
     let expected: f64 = ramp_trace()
@@ -95,7 +112,11 @@ fn replay_compares_policies_at_equal_cost_and_forecourt_beats_kpa_on_a_ramp() {
     }
 
     // Bad input is an error that names it.
-    for (flag, value) in [("--utilization", "1.5"), ("--waiting-cost", "0")] {
+    for (flag, value) in [
+        ("--utilization", "1.5"),
+        ("--waiting-cost", "0"),
+        ("--rate-oracle-z", "NaN"),
+    ] {
         let bad = Command::new(forecourt_bin())
             .args(["replay", flag, value, "--trace"])
             .arg(&trace)

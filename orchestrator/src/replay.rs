@@ -8,6 +8,8 @@
 //!    policy.desired(t)                     Forecourt: Predictor + the proxy's ControlLoop::tick
 //!                                          KPA: stable/panic windows → Kpa::scale
 //!                                          oracle: the true arrivals of the next boot seconds
+//!                                          rate oracle: the rate of the next boot seconds (true
+//!                                          or a centred mean), not their Poisson noise
 //!                                          static: the peak, from the start
 //!    fleet.order(t, desired)               ready at t + boot, billed from now
 //! ```
@@ -346,6 +348,69 @@ impl ReplayPolicy for Oracle {
     }
 }
 
+/// Half-width of the centred mean the rate oracle takes for the rate of a second: ±10 s (a
+/// 21-second mean knows 1/21 of a second's Poisson variance).
+pub const RATE_ORACLE_HALF_WIDTH: usize = 10;
+
+/// Knows the rate but not the noise: orders at `t` for the highest rate of the next `boot`
+/// seconds plus `z` Poisson standard deviations, at full capacity. What a forecast of the rate
+/// that is never wrong buys with a Poisson newsvendor: the mark for any forecaster.
+#[derive(Debug, Clone)]
+pub struct RateOracle {
+    boot_secs: u64,
+    /// Instances each second's rate needs.
+    needs: Vec<u32>,
+}
+
+impl RateOracle {
+    /// The rate oracle that knows `rates` (requests per second of each second: a synthetic
+    /// trace's λ(t), or [`centred_mean`] of a real one), orders `boot_secs` ahead, and holds
+    /// `z` Poisson standard deviations over the rate with `capacity` requests per second per
+    /// instance.
+    pub fn new(rates: &[f64], boot_secs: u64, capacity: f64, z: f64) -> Self {
+        let needs = rates
+            .iter()
+            .map(|&rate| {
+                let rate = rate.max(0.0);
+                instances_for(rate + z * rate.sqrt(), capacity)
+            })
+            .collect();
+        Self { boot_secs, needs }
+    }
+}
+
+impl ReplayPolicy for RateOracle {
+    fn name(&self) -> String {
+        "rate-oracle".to_owned()
+    }
+
+    fn desired(&mut self, tick: &Tick<'_>) -> u32 {
+        let from = usize::try_from(tick.t.saturating_add(1)).unwrap_or(usize::MAX);
+        let to = usize::try_from(tick.t.saturating_add(self.boot_secs.max(1)))
+            .unwrap_or(usize::MAX)
+            .min(self.needs.len().saturating_sub(1));
+        self.needs
+            .get(from..=to)
+            .map_or(0, |s| s.iter().copied().max().unwrap_or(0))
+    }
+}
+
+/// The mean of `series` over `[i − half, i + half]` (clipped at the ends) for every `i`.
+pub fn centred_mean(series: &[f64], half: usize) -> Vec<f64> {
+    let mut prefix = Vec::with_capacity(series.len() + 1);
+    prefix.push(0.0);
+    for &x in series {
+        let last = prefix.last().copied().unwrap_or(0.0);
+        prefix.push(last + x.max(0.0));
+    }
+    (0..series.len())
+        .map(|i| {
+            let (lo, hi) = (i.saturating_sub(half), (i + half + 1).min(series.len()));
+            (prefix[hi] - prefix[lo]) / (hi - lo) as f64
+        })
+        .collect()
+}
+
 /// Static provisioning for the trace's peak, ready from the start (the cost bound).
 #[derive(Debug, Clone, Copy)]
 pub struct StaticPeak {
@@ -493,6 +558,43 @@ mod tests {
     }
 
     #[test]
+    fn a_centred_mean_is_clipped_at_the_ends() {
+        assert_eq!(
+            centred_mean(&[0.0, 3.0, 6.0, 9.0], 1),
+            vec![1.5, 3.0, 6.0, 7.5]
+        );
+        assert!(centred_mean(&[], 10).is_empty());
+    }
+
+    #[test]
+    fn the_rate_oracle_knows_the_rate_but_not_the_noise() {
+        let trace = synthetic::Synthetic {
+            family: synthetic::Family::Steps,
+            mean_rate: 100.0,
+            seconds: 3_600,
+            seed: 3,
+        };
+        let (series, rates) = (trace.series(), trace.rates(trace.default_period()));
+        let sweep = |z: f64| {
+            let mut policy = RateOracle::new(&rates, 10, 10.0, z);
+            run(&series, &mut policy, shape(), 10, 50, |_, _| {}).stats
+        };
+        let (bare, wide) = (sweep(0.0), sweep(4.0));
+        // Provisioning for the rate alone leaves every second's noise above it waiting; four
+        // standard deviations of headroom leave almost none, at a higher cost.
+        assert!(bare.waited_share() > 0.01, "{}", bare.waited_share());
+        assert!(wide.waited_share() < 0.001, "{}", wide.waited_share());
+        assert!(wide.instance_seconds > bare.instance_seconds);
+        // The oracle, which knows the noise too, never makes a request wait.
+        let mut oracle = Oracle {
+            boot_secs: 10,
+            per_instance: 10.0,
+        };
+        let oracle = run(&series, &mut oracle, shape(), 10, 50, |_, _| {}).stats;
+        assert_eq!(oracle.waited, 0.0);
+    }
+
+    #[test]
     fn the_oracle_never_makes_a_request_wait_and_static_peak_costs_the_most() {
         let series = ramp();
         let mut oracle = Oracle {
@@ -586,7 +688,7 @@ mod tests {
                 point(cost, &mut ForecourtReplay::new(scaling))
             })
             .collect();
-        let rows = equal_cost(&kpa, &forecourt, &[]);
+        let rows = equal_cost(&kpa, &forecourt, &[], &[]);
         let ratios: Vec<f64> = rows.iter().filter_map(EqualCost::ratio).collect();
         assert!(ratios.len() >= 2, "the sweeps overlap: {rows:?}");
         for ratio in ratios {

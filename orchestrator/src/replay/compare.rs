@@ -15,6 +15,9 @@
 //!
 //! A KPA cost outside the range Forecourt's sweep covered has no Forecourt value: the sweep
 //! must be widened rather than a value extrapolated.
+//!
+//! The rate oracle (knows the rate, not the noise) is read off its envelope the same way: its
+//! ratio to KPA is what a forecast of the rate that is never wrong would reach at that cost.
 
 /// One run of a sweep: a policy at one setting of its knob.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -41,20 +44,22 @@ pub struct EqualCost {
     pub forecourt_waited: Option<f64>,
     /// The oracle's waited share at the same instance-seconds, when its sweep reaches it.
     pub oracle_waited: Option<f64>,
+    /// The rate oracle's (knows the rate, not the noise) waited share at the same
+    /// instance-seconds, when its sweep reaches it.
+    pub rate_oracle_waited: Option<f64>,
 }
 
 impl EqualCost {
     /// Forecourt's waiting over KPA's at equal cost (below 1 is better); `None` when either is
     /// unknown, 1 when both are zero.
     pub fn ratio(&self) -> Option<f64> {
-        let forecourt = self.forecourt_waited?;
-        if self.kpa_waited > 0.0 {
-            Some(forecourt / self.kpa_waited)
-        } else if forecourt <= 0.0 {
-            Some(1.0)
-        } else {
-            None
-        }
+        ratio(self.forecourt_waited?, self.kpa_waited)
+    }
+
+    /// The rate oracle's waiting over KPA's at equal cost: the ratio a perfect forecast of the
+    /// rate reaches; `None` when either is unknown, 1 when both are zero.
+    pub fn rate_oracle_ratio(&self) -> Option<f64> {
+        ratio(self.rate_oracle_waited?, self.kpa_waited)
     }
 
     /// Share of the gap between KPA and the oracle (zero waiting when the oracle's sweep does
@@ -64,6 +69,17 @@ impl EqualCost {
         let oracle = self.oracle_waited.unwrap_or(0.0).min(self.kpa_waited);
         let gap = self.kpa_waited - oracle;
         (gap > 0.0).then(|| (self.kpa_waited - forecourt) / gap)
+    }
+}
+
+/// `waited` over `kpa` (1 when both are zero, `None` when only KPA waits nothing).
+fn ratio(waited: f64, kpa: f64) -> Option<f64> {
+    if kpa > 0.0 {
+        Some(waited / kpa)
+    } else if waited <= 0.0 {
+        Some(1.0)
+    } else {
+        None
     }
 }
 
@@ -113,14 +129,16 @@ pub fn waited_at(front: &[SweepPoint], cost: f64) -> Option<f64> {
     }
 }
 
-/// Forecourt (and the oracle) at each of KPA's sweep points, in KPA's order.
+/// Forecourt, the oracle and the rate oracle at each of KPA's sweep points, in KPA's order.
 pub fn equal_cost(
     kpa: &[SweepPoint],
     forecourt: &[SweepPoint],
     oracle: &[SweepPoint],
+    rate_oracle: &[SweepPoint],
 ) -> Vec<EqualCost> {
     let forecourt = pareto(forecourt);
     let oracle = pareto(oracle);
+    let rate_oracle = pareto(rate_oracle);
     kpa.iter()
         .map(|k| EqualCost {
             kpa_target: k.knob,
@@ -128,6 +146,7 @@ pub fn equal_cost(
             kpa_waited: k.waited,
             forecourt_waited: waited_at(&forecourt, k.instance_seconds),
             oracle_waited: waited_at(&oracle, k.instance_seconds),
+            rate_oracle_waited: waited_at(&rate_oracle, k.instance_seconds),
         })
         .collect()
 }
@@ -175,7 +194,8 @@ mod tests {
         let kpa = [point(0.7, 150.0, 0.4), point(0.9, 50.0, 0.6)];
         let forecourt = [point(1.0, 100.0, 0.3), point(2.0, 200.0, 0.1)];
         let oracle = [point(0.7, 120.0, 0.0)];
-        let rows = equal_cost(&kpa, &forecourt, &oracle);
+        let rate_oracle = [point(0.0, 100.0, 0.4), point(3.0, 200.0, 0.0)];
+        let rows = equal_cost(&kpa, &forecourt, &oracle, &rate_oracle);
         assert_eq!(rows.len(), 2);
         let at = rows[0];
         assert!((at.ratio().expect("both known") - 0.5).abs() < 1e-12);
@@ -186,5 +206,8 @@ mod tests {
         );
         assert_eq!(rows[1].ratio(), None);
         assert_eq!(rows[1].oracle_waited, None);
+        // Halfway between its two runs the rate oracle waits 0.2: half of KPA's 0.4.
+        assert!((at.rate_oracle_ratio().expect("both known") - 0.5).abs() < 1e-12);
+        assert_eq!(rows[1].rate_oracle_ratio(), None);
     }
 }

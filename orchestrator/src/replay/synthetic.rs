@@ -133,7 +133,7 @@ impl Synthetic {
     }
 
     /// The underlying rate λ(t) of each second, before the Poisson draw; its mean is `mean_rate`.
-    fn rates(&self, period: u64) -> Vec<f64> {
+    pub fn rates(&self, period: u64) -> Vec<f64> {
         let len = usize::try_from(self.seconds).unwrap_or(usize::MAX);
         if !(self.mean_rate.is_finite() && self.mean_rate > 0.0) {
             return vec![0.0; len];

@@ -23,8 +23,9 @@ use forecourt_orchestrator::replay::synthetic::{
     daily_period, multiply, superpose, Family, Synthetic,
 };
 use forecourt_orchestrator::replay::{
-    default_scaling, equal_cost, instances_for, run, EqualCost, FleetShape, FleetStats,
-    ForecourtReplay, KpaReplay, Oracle, ReplayPolicy, RunReport, StaticPeak, SweepPoint, Tick,
+    centred_mean, default_scaling, equal_cost, instances_for, run, EqualCost, FleetShape,
+    FleetStats, ForecourtReplay, KpaReplay, Oracle, RateOracle, ReplayPolicy, RunReport,
+    StaticPeak, SweepPoint, Tick, RATE_ORACLE_HALF_WIDTH,
 };
 use forecourt_orchestrator::scale::kpa::KpaConfig;
 use forecourt_predictor::parse_trace;
@@ -129,6 +130,10 @@ pub struct ReplayOptions {
     /// headroom knob, through the demand quantile).
     #[arg(long = "waiting-cost", value_delimiter = ',', default_values_t = [0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0, 1000.0])]
     pub waiting_costs: Vec<f64>,
+    /// Headroom swept for the rate oracle, in Poisson standard deviations over the rate it
+    /// knows (the true λ(t) of a synthetic trace, else a centred 21-second mean).
+    #[arg(long = "rate-oracle-z", value_delimiter = ',', allow_negative_numbers = true, default_values_t = [-1.0, 0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.0, 10.0, 15.0, 20.0])]
+    pub rate_oracle_z: Vec<f64>,
     /// Target utilisations swept for Forecourt with each waiting cost (its reactive and panic
     /// arms use it).
     #[arg(long = "forecourt-utilization", value_delimiter = ',', default_values_t = [0.5, 0.7, 0.9])]
@@ -145,6 +150,8 @@ pub struct ReplayOptions {
 struct Target {
     name: String,
     series: Vec<f64>,
+    /// Requests per second of each second as the rate oracle knows it.
+    rates: Vec<f64>,
     scaling: ScalingConfig,
 }
 
@@ -153,7 +160,9 @@ fn targets(options: &ReplayOptions) -> anyhow::Result<Vec<Target>> {
         Some(path) => Some(Policy::load(path).map_err(|e| anyhow::anyhow!("{e}"))?),
         None => None,
     };
-    let services: Vec<(String, Vec<f64>)> = match (&options.trace, options.synthetic) {
+    // Each service's counts, and its true rate when known (a synthetic trace's λ(t)).
+    type Service = (String, Vec<f64>, Option<Vec<f64>>);
+    let services: Vec<Service> = match (&options.trace, options.synthetic) {
         (_, Some(family)) => {
             if !(options.rate > 0.0 && options.rate <= 1e6) {
                 bail!("--rate must be above 0 and at most 1000000");
@@ -164,7 +173,8 @@ fn targets(options: &ReplayOptions) -> anyhow::Result<Vec<Target>> {
                 seconds: options.seconds.as_secs().max(1),
                 seed: options.seed,
             };
-            vec![(family.name().to_owned(), synthetic.series())]
+            let rates = synthetic.rates(synthetic.default_period());
+            vec![(family.name().to_owned(), synthetic.series(), Some(rates))]
         }
         (Some(path), None) => {
             let trace = parse_trace(open_trace(path)?)
@@ -173,14 +183,14 @@ fn targets(options: &ReplayOptions) -> anyhow::Result<Vec<Target>> {
             trace
                 .services
                 .iter()
-                .map(|s| (s.name.clone(), s.dense_series(seconds)))
+                .map(|s| (s.name.clone(), s.dense_series(seconds), None))
                 .collect()
         }
         (None, None) => bail!("give --trace FILE or --synthetic FAMILY"),
     };
     let seconds = services
         .iter()
-        .map(|(_, s)| s.len() as u64)
+        .map(|(_, s, _)| s.len() as u64)
         .max()
         .unwrap_or(0);
     let from = options.from.map_or(0, |d| d.as_secs()).min(seconds);
@@ -189,13 +199,12 @@ fn targets(options: &ReplayOptions) -> anyhow::Result<Vec<Target>> {
         bail!("--from {from}s is not before --to {to}s (the trace lasts {seconds}s)");
     }
     let mut out = Vec::new();
-    for (name, dense) in services {
+    for (name, dense, known_rates) in services {
         if options.service.as_deref().is_some_and(|s| s != name) {
             continue;
         }
-        let slice = dense
-            .get(usize::try_from(from).unwrap_or(0)..usize::try_from(to).unwrap_or(0))
-            .unwrap_or(&[]);
+        let range = usize::try_from(from).unwrap_or(0)..usize::try_from(to).unwrap_or(0);
+        let slice = dense.get(range.clone()).unwrap_or(&[]);
         let series = if options.multiply {
             multiply(slice, options.scale)
         } else if options.scale == 1.0 {
@@ -204,6 +213,12 @@ fn targets(options: &ReplayOptions) -> anyhow::Result<Vec<Target>> {
             let period = daily_period(slice.len(), options.scale);
             superpose(slice, options.scale, period, options.seed)
         };
+        // The rate the rate oracle knows: the true one of an unscaled synthetic trace, else
+        // the centred mean of the counts replayed.
+        let rates = known_rates
+            .filter(|_| options.scale == 1.0 && !options.multiply)
+            .and_then(|r| r.get(range).map(<[f64]>::to_vec))
+            .unwrap_or_else(|| centred_mean(&series, RATE_ORACLE_HALF_WIDTH));
         let scaling = policy
             .as_ref()
             .and_then(|p| p.service(&name))
@@ -212,6 +227,7 @@ fn targets(options: &ReplayOptions) -> anyhow::Result<Vec<Target>> {
         out.push(Target {
             name,
             series,
+            rates,
             scaling,
         });
     }
@@ -225,7 +241,17 @@ fn targets(options: &ReplayOptions) -> anyhow::Result<Vec<Target>> {
 }
 
 /// The policies replayed, in report order.
-const POLICIES: [&str; 4] = ["forecourt", "knative-kpa", "oracle", "static-peak"];
+const POLICIES: [&str; 5] = [
+    "forecourt",
+    "knative-kpa",
+    "oracle",
+    "rate-oracle",
+    "static-peak",
+];
+/// Index of the rate oracle in [`POLICIES`].
+const RATE_ORACLE: usize = 3;
+/// Index of static peak provisioning in [`POLICIES`].
+const STATIC_PEAK: usize = 4;
 
 /// One setting of a policy's knobs.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -234,6 +260,8 @@ struct Setting {
     utilization: f64,
     /// Forecourt's waiting cost (instance-seconds per waiting request).
     waiting_cost: Option<f64>,
+    /// The rate oracle's headroom in Poisson standard deviations.
+    noise_z: Option<f64>,
 }
 
 /// Every setting swept for the policy `kind` (an index into [`POLICIES`]).
@@ -246,7 +274,18 @@ fn settings(options: &ReplayOptions, kind: usize) -> Vec<Setting> {
                 options.waiting_costs.iter().map(move |&c| Setting {
                     utilization,
                     waiting_cost: Some(c),
+                    noise_z: None,
                 })
+            })
+            .collect()
+    } else if kind == RATE_ORACLE {
+        options
+            .rate_oracle_z
+            .iter()
+            .map(|&z| Setting {
+                utilization: 1.0,
+                waiting_cost: None,
+                noise_z: Some(z),
             })
             .collect()
     } else {
@@ -256,6 +295,7 @@ fn settings(options: &ReplayOptions, kind: usize) -> Vec<Setting> {
             .map(|&utilization| Setting {
                 utilization,
                 waiting_cost: None,
+                noise_z: None,
             })
             .collect()
     }
@@ -310,6 +350,12 @@ fn policy_for(
             boot_secs: options.boot.max.as_secs(),
             per_instance,
         }),
+        RATE_ORACLE => Box::new(RateOracle::new(
+            &target.rates,
+            options.boot.max.as_secs(),
+            capacity,
+            setting.noise_z.unwrap_or(0.0),
+        )),
         _ => Box::new(StaticPeak {
             instances: instances_for(peak, per_instance),
         }),
@@ -364,6 +410,14 @@ fn validate(options: &ReplayOptions) -> anyhow::Result<()> {
             "--waiting-cost values must be above 0 and at most {}",
             forecourt_config::scaling::MAX_WAITING_COST
         );
+    }
+    if options.rate_oracle_z.is_empty()
+        || options
+            .rate_oracle_z
+            .iter()
+            .any(|z| !(-10.0..=100.0).contains(z))
+    {
+        bail!("--rate-oracle-z values must be between -10 and 100 (standard deviations)");
     }
     if !(options.scale > 0.0 && options.scale.is_finite()) {
         bail!("--scale must be a positive number");
@@ -423,7 +477,7 @@ pub fn run_replay(options: &ReplayOptions) -> anyhow::Result<()> {
                     }
                 };
                 let initial = match job.kind {
-                    3 => policy.desired(&Tick {
+                    STATIC_PEAK => policy.desired(&Tick {
                         t: 0,
                         series: &job.target.series,
                         ready: 0,
@@ -527,7 +581,10 @@ impl Report<'_> {
             .map(|(&(_, i), totals)| {
                 let setting = self.settings[kind][i];
                 SweepPoint {
-                    knob: setting.waiting_cost.unwrap_or(setting.utilization),
+                    knob: setting
+                        .waiting_cost
+                        .or(setting.noise_z)
+                        .unwrap_or(setting.utilization),
                     instance_seconds: totals.stats.instance_seconds,
                     waited: totals.stats.waited_share(),
                 }
@@ -535,9 +592,14 @@ impl Report<'_> {
             .collect()
     }
 
-    /// Forecourt and the oracle at each of KPA's sweep points.
+    /// Forecourt, the oracle and the rate oracle at each of KPA's sweep points.
     fn equal_cost(&self) -> Vec<EqualCost> {
-        equal_cost(&self.curve(1), &self.curve(0), &self.curve(2))
+        equal_cost(
+            &self.curve(1),
+            &self.curve(0),
+            &self.curve(2),
+            &self.curve(RATE_ORACLE),
+        )
     }
 
     /// The setting of `kind` closest to utilisation 0.7 (Knative's default target), with the
@@ -569,7 +631,11 @@ impl Report<'_> {
                 "| {} | {:.2} | {} | {:.3} | {:.0} / {:.0} / {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} |\n",
                 POLICIES[*kind],
                 setting.utilization,
-                setting.waiting_cost.map_or("-".to_owned(), |c| format!("{c}")),
+                match (setting.waiting_cost, setting.noise_z) {
+                    (Some(c), _) => format!("{c}"),
+                    (None, Some(z)) => format!("z {z}"),
+                    (None, None) => "-".to_owned(),
+                },
                 100.0 * s.waited_share(),
                 s.wait_quantile(0.5),
                 s.wait_quantile(0.99),
@@ -586,11 +652,11 @@ impl Report<'_> {
 
     fn equal_cost_table(&self) -> String {
         let mut out = String::from(
-            "At equal cost (Forecourt's envelope over its sweep, interpolated at each KPA run's instance-seconds):\n\n| KPA target | KPA instance-s | KPA waited % | Forecourt waited % | ratio | gap to oracle closed |\n|---|---|---|---|---|---|\n",
+            "At equal cost (Forecourt's envelope over its sweep, interpolated at each KPA run's instance-seconds; the rate oracle knows the rate, not the noise: the mark for any forecast):\n\n| KPA target | KPA instance-s | KPA waited % | Forecourt waited % | ratio | gap to oracle closed | rate oracle waited % | rate oracle ratio |\n|---|---|---|---|---|---|---|---|\n",
         );
         for row in self.equal_cost() {
             out.push_str(&format!(
-                "| {:.2} | {:.0} | {:.3} | {} | {} | {} |\n",
+                "| {:.2} | {:.0} | {:.3} | {} | {} | {} | {} | {} |\n",
                 row.kpa_target,
                 row.kpa_instance_seconds,
                 100.0 * row.kpa_waited,
@@ -601,6 +667,10 @@ impl Report<'_> {
                 row.ratio().map_or("-".to_owned(), |r| format!("{r:.2}×")),
                 row.gap_closed()
                     .map_or("-".to_owned(), |g| format!("{:.0} %", 100.0 * g)),
+                row.rate_oracle_waited
+                    .map_or("-".to_owned(), |w| format!("{:.3}", 100.0 * w)),
+                row.rate_oracle_ratio()
+                    .map_or("-".to_owned(), |r| format!("{r:.2}×")),
             ));
         }
         out
@@ -701,6 +771,7 @@ impl Report<'_> {
                     "policy": POLICIES[*kind],
                     "target_utilization": setting.utilization,
                     "waiting_cost": setting.waiting_cost,
+                    "rate_oracle_z": setting.noise_z,
                     "arrived": s.arrived,
                     "waited_percent": 100.0 * s.waited_share(),
                     "wait_seconds": {
@@ -729,6 +800,8 @@ impl Report<'_> {
                     "kpa_waited_percent": 100.0 * row.kpa_waited,
                     "forecourt_waited_percent": row.forecourt_waited.map(|w| 100.0 * w),
                     "oracle_waited_percent": row.oracle_waited.map(|w| 100.0 * w),
+                    "rate_oracle_waited_percent": row.rate_oracle_waited.map(|w| 100.0 * w),
+                    "rate_oracle_ratio": row.rate_oracle_ratio(),
                     "ratio": row.ratio(),
                     "gap_closed": row.gap_closed(),
                 })
