@@ -336,16 +336,22 @@ impl ReplayPolicy for Oracle {
     }
 
     fn desired(&mut self, tick: &Tick<'_>) -> u32 {
-        let from = usize::try_from(tick.t.saturating_add(1)).unwrap_or(usize::MAX);
-        let to = usize::try_from(tick.t.saturating_add(self.boot_secs.max(1)))
-            .unwrap_or(usize::MAX)
-            .min(tick.series.len().saturating_sub(1));
-        let peak = tick
-            .series
-            .get(from..=to)
-            .map_or(0.0, |s| s.iter().copied().fold(0.0, f64::max));
+        let peak = next_boot(tick.series, tick.t, self.boot_secs)
+            .iter()
+            .copied()
+            .fold(0.0, f64::max);
         instances_for(peak, self.per_instance)
     }
+}
+
+/// The values of the seconds an instance ordered at the end of second `t` covers until it is
+/// ready: `t + 1 ..= t + boot_secs` (at least one second), clipped to `values`.
+fn next_boot<T>(values: &[T], t: u64, boot_secs: u64) -> &[T] {
+    let from = usize::try_from(t.saturating_add(1)).unwrap_or(usize::MAX);
+    let to = usize::try_from(t.saturating_add(boot_secs.max(1)))
+        .unwrap_or(usize::MAX)
+        .min(values.len().saturating_sub(1));
+    values.get(from..=to).unwrap_or(&[])
 }
 
 /// Half-width of the centred mean the rate oracle takes for the rate of a second: ±10 s (a
@@ -385,13 +391,11 @@ impl ReplayPolicy for RateOracle {
     }
 
     fn desired(&mut self, tick: &Tick<'_>) -> u32 {
-        let from = usize::try_from(tick.t.saturating_add(1)).unwrap_or(usize::MAX);
-        let to = usize::try_from(tick.t.saturating_add(self.boot_secs.max(1)))
-            .unwrap_or(usize::MAX)
-            .min(self.needs.len().saturating_sub(1));
-        self.needs
-            .get(from..=to)
-            .map_or(0, |s| s.iter().copied().max().unwrap_or(0))
+        next_boot(&self.needs, tick.t, self.boot_secs)
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(0)
     }
 }
 
