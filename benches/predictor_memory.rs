@@ -46,24 +46,20 @@ fn main() {
     let tenants: Vec<String> = (0..TENANTS).map(|i| format!("tenant-{i:04}")).collect();
 
     let before = live();
-    let bare = PredictorConfig {
-        tenant_slots: 1,
-        ..PredictorConfig::default()
-    };
-    let untracked =
-        Predictor::new(names.iter().cloned(), bare).unwrap_or_else(|e| panic!("predictor: {e}"));
-    let service_bytes = live() - before;
-    drop(untracked);
-
-    let before = live();
     let predictor = Predictor::new(names.iter().cloned(), PredictorConfig::default())
         .unwrap_or_else(|e| panic!("predictor: {e}"));
     let windows = live() - before;
     let slots = PredictorConfig::default().tenant_slots;
 
+    // The first tenant allocates the service's tenant table; later ones store only their name.
     let before = live();
     for (id, _, _) in predictor.services() {
-        for tenant in &tenants {
+        predictor.record_arrival(id, Some(&tenants[0]), 1_000);
+    }
+    let table_bytes = live() - before;
+    let before = live();
+    for (id, _, _) in predictor.services() {
+        for tenant in &tenants[1..] {
             predictor.record_arrival(id, Some(tenant), 1_000);
         }
     }
@@ -78,10 +74,17 @@ fn main() {
     .unwrap_or_else(|e| panic!("predictor: {e}"));
     let before = live();
     let mut engine = ForecastEngine::new(&small, EngineConfig::default());
-    let fresh_engine = live() - before;
-    // A day of ticks lets the seasonal model build its profiles: its memory at steady state.
+    for second in 1..=600u64 {
+        engine.tick(&small, second * 1_000 + 500);
+    }
+    let idle_engine = live() - before;
+    // A day of traffic (one arrival a second) lets the seasonal model build its profiles: its
+    // memory at steady state.
     let before = live();
-    for second in 1..=86_400u64 {
+    for second in 601..=86_400u64 {
+        for (id, _, _) in small.services() {
+            small.record_arrival(id, None, second * 1_000 - 500);
+        }
         engine.tick(&small, second * 1_000 + 500);
     }
     let grown = live() - before;
@@ -89,23 +92,23 @@ fn main() {
     let per = |bytes: isize, n: usize| bytes as f64 / n as f64 / 1024.0;
     println!("predictor memory ({SERVICES} services, {TENANTS} tenants each, 1 s × 60 windows)");
     println!(
-        "  windows per service           {:>8.1} KiB (arrivals, concurrency, 1 tenant slot)",
-        per(service_bytes, SERVICES)
+        "  windows per service           {:>8.1} KiB (arrivals, concurrency, \"other\" tenants)",
+        per(windows, SERVICES)
     );
     println!(
-        "  per tenant slot               {:>8.2} KiB (preallocated, {slots} per service)",
-        per(windows - service_bytes, SERVICES * (slots - 1))
+        "  tenant table per service      {:>8.1} KiB ({slots} slots, at the first tenant)",
+        per(table_bytes, SERVICES)
     );
     println!(
         "  per tenant seen               {:>8.2} KiB (its name, on first sight)",
-        per(tenant_bytes, SERVICES * TENANTS)
+        per(tenant_bytes, SERVICES * (TENANTS - 1))
     );
     println!(
-        "  forecast engine per service   {:>8.1} KiB (fresh)",
-        per(fresh_engine, ENGINE_SERVICES)
+        "  forecast engine per service   {:>8.1} KiB (idle: no arrival yet)",
+        per(idle_engine, ENGINE_SERVICES)
     );
     println!(
-        "  forecast engine per service   {:>8.1} KiB (after a day of ticks)",
-        per(fresh_engine + grown, ENGINE_SERVICES)
+        "  forecast engine per service   {:>8.1} KiB (after a day of traffic)",
+        per(idle_engine + grown, ENGINE_SERVICES)
     );
 }

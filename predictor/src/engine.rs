@@ -11,12 +11,25 @@
 //!
 //! The engine is owned by one task (`&mut self`); it publishes [`ServiceForecast`] snapshots for
 //! the admin API. When the service list changes, build a new [`crate::Predictor`] and engine.
+//!
+//! A service's ensemble (tens to hundreds of KiB: models, scores, demand residuals) exists only
+//! while it has traffic: it is built at the first second with an arrival and dropped after
+//! [`IDLE_FORGET_SECS`] without one, so ten thousand services of which a few hundred are busy
+//! hold a few hundred ensembles and tick only those. An idle service forecasts nothing (its
+//! forecast is `None`, so scaling reacts to live load, like a service still warming up) unless a
+//! scheduled event says otherwise.
 
 use crate::burst::{BurstConfig, BurstState, PanicSignal};
 use crate::ensemble::{Ensemble, EnsembleConfig, EnsembleSnapshot};
 use crate::events::{apply_events, ScheduledEvent};
 use crate::forecast::Forecast;
 use crate::predictor::{Predictor, PredictorError, ServiceId};
+
+/// Seconds without an arrival after which a service's ensemble is dropped (it is rebuilt,
+/// untrained, at the next arrival). An hour: longer than any quiet spell inside a service's
+/// normal traffic on the traces we hold, short enough that a fleet of mostly idle services
+/// holds only the busy ones' models.
+pub const IDLE_FORGET_SECS: u64 = 3_600;
 
 /// Settings of the [`ForecastEngine`].
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -59,13 +72,20 @@ pub struct ServiceForecast {
     pub concurrency: f64,
     /// The ensemble forecast at each configured horizon, events applied.
     pub horizons: Vec<HorizonForecast>,
-    /// Every model's forecast, weight and recent errors.
+    /// Every model's forecast, weight and recent errors (no horizons while the service is idle
+    /// and holds no ensemble).
     pub ensemble: EnsembleSnapshot,
+    /// Whether the service holds an ensemble: it has had an arrival within
+    /// [`IDLE_FORGET_SECS`].
+    pub modelled: bool,
 }
 
 #[derive(Debug)]
 struct ServiceState {
-    ensemble: Ensemble,
+    /// `None` before the first arrival and after [`IDLE_FORGET_SECS`] without one.
+    ensemble: Option<Box<Ensemble>>,
+    /// The last second with an arrival.
+    last_arrival_sec: Option<u64>,
     panic: PanicSignal,
     burst: BurstState,
     next_sec: Option<u64>,
@@ -84,7 +104,8 @@ impl ForecastEngine {
     pub fn new(predictor: &Predictor, config: EngineConfig) -> Self {
         let services = (0..predictor.len())
             .map(|_| ServiceState {
-                ensemble: Ensemble::new(config.ensemble.clone()),
+                ensemble: None,
+                last_arrival_sec: None,
                 panic: PanicSignal::new(config.burst),
                 burst: BurstState::default(),
                 next_sec: None,
@@ -134,9 +155,26 @@ impl ForecastEngine {
             let start = state.next_sec.unwrap_or(current_sec).max(oldest_held);
             for sec in start..current_sec {
                 let count = predictor.second_count(id, now_ms, sec).unwrap_or(0);
-                state.ensemble.observe(sec, count as f64);
+                if count > 0 {
+                    state.last_arrival_sec = Some(sec);
+                }
+                match &mut state.ensemble {
+                    Some(ensemble) => ensemble.observe(sec, count as f64),
+                    None if count > 0 => {
+                        let mut ensemble = Box::new(Ensemble::new(self.config.ensemble.clone()));
+                        ensemble.observe(sec, count as f64);
+                        state.ensemble = Some(ensemble);
+                    }
+                    None => {}
+                }
             }
             state.next_sec = Some(current_sec.max(start));
+            let quiet = state
+                .last_arrival_sec
+                .is_none_or(|last| current_sec.saturating_sub(last) > IDLE_FORGET_SECS);
+            if quiet {
+                state.ensemble = None;
+            }
             state.burst = state.panic.update(now_ms, windows.arrivals());
         }
     }
@@ -150,24 +188,42 @@ impl ForecastEngine {
         self.state(id).map(|s| s.burst)
     }
 
-    /// The ensemble of a service (weights, scoreboard).
+    /// The ensemble of a service (weights, scoreboard); `None` while it is idle.
     pub fn ensemble(&self, id: ServiceId) -> Option<&Ensemble> {
-        self.state(id).map(|s| &s.ensemble)
+        self.state(id).and_then(|s| s.ensemble.as_deref())
+    }
+
+    /// Services holding an ensemble (an arrival within [`IDLE_FORGET_SECS`]).
+    pub fn modelled(&self) -> usize {
+        self.services
+            .iter()
+            .filter(|s| s.ensemble.is_some())
+            .count()
     }
 
     /// The forecast `horizon_sec` after the last closed second (any horizon, e.g. the service's
-    /// time-to-ready), with scheduled events applied.
+    /// time-to-ready), with scheduled events applied; `None` for an idle service unless a
+    /// scheduled event is active then (its forecast is the event's, on no traffic).
     pub fn forecast(&self, id: ServiceId, horizon_sec: u64) -> Option<HorizonForecast> {
         let state = self.state(id)?;
-        let raw = state.ensemble.forecast_at(horizon_sec);
-        Some(Self::with_events(state, raw))
+        match &state.ensemble {
+            Some(ensemble) => Some(Self::with_events(state, ensemble.forecast_at(horizon_sec))),
+            None => {
+                let forecast = Self::with_events(state, Forecast::none(horizon_sec));
+                forecast.event_active.then_some(forecast)
+            }
+        }
     }
 
     /// The count the second `horizon_sec` after the last closed second stays at or below with
-    /// probability `q` (see [`Ensemble::demand_at`]), with scheduled events applied.
+    /// probability `q` (see [`Ensemble::demand_at`]), with scheduled events applied (on no
+    /// traffic for an idle service).
     pub fn demand(&self, id: ServiceId, horizon_sec: u64, q: f64) -> Option<f64> {
         let state = self.state(id)?;
-        let demand = state.ensemble.demand_at(horizon_sec, q);
+        let demand = state
+            .ensemble
+            .as_ref()
+            .map_or(0.0, |e| e.demand_at(horizon_sec, q));
         Some(apply_events(
             &state.events,
             Self::target_ms(state, horizon_sec),
@@ -175,11 +231,11 @@ impl ForecastEngine {
         ))
     }
 
-    /// The start (ms) of the second `horizon_sec` after the service's last observed one.
+    /// The start (ms) of the second `horizon_sec` after the service's last closed one.
     fn target_ms(state: &ServiceState, horizon_sec: u64) -> u64 {
         state
-            .ensemble
-            .last_observed()
+            .next_sec
+            .and_then(|next| next.checked_sub(1))
             .map_or(horizon_sec, |t| t.saturating_add(horizon_sec))
             .saturating_mul(1_000)
     }
@@ -212,12 +268,32 @@ impl ForecastEngine {
     ) -> Option<ServiceForecast> {
         let state = self.state(id)?;
         let windows = predictor.service(id)?;
-        let ensemble = state.ensemble.snapshot();
-        let horizons = ensemble
-            .horizons
-            .iter()
-            .map(|h| Self::with_events(state, h.ensemble))
-            .collect();
+        let (ensemble, horizons) = match &state.ensemble {
+            Some(ensemble) => {
+                let ensemble = ensemble.snapshot();
+                let horizons = ensemble
+                    .horizons
+                    .iter()
+                    .map(|h| Self::with_events(state, h.ensemble))
+                    .collect();
+                (ensemble, horizons)
+            }
+            None => {
+                let horizons = self
+                    .config
+                    .ensemble
+                    .horizons
+                    .iter()
+                    .map(|&h| Self::with_events(state, Forecast::none(h)))
+                    .collect();
+                let at_sec = state.next_sec.and_then(|next| next.checked_sub(1));
+                let empty = EnsembleSnapshot {
+                    at_sec,
+                    horizons: Vec::new(),
+                };
+                (empty, horizons)
+            }
+        };
         Some(ServiceForecast {
             id,
             service: predictor.name(id)?.to_string(),
@@ -228,6 +304,7 @@ impl ForecastEngine {
             concurrency: windows.average_concurrency(now_ms, self.config.burst.stable_window_ms),
             horizons,
             ensemble,
+            modelled: state.ensemble.is_some(),
         })
     }
 
@@ -278,9 +355,87 @@ mod tests {
         assert!((snap.stable_rate - 20.0).abs() < 1.0);
         assert!(!snap.panicking);
         assert_eq!(snap.horizons.len(), 4);
+        assert!(snap.modelled);
         let api = predictor.service_id("api").expect("api");
-        assert_eq!(engine.forecast(api, 10).map(|f| f.point), Some(0.0));
-        assert_eq!(engine.snapshots(&predictor, clock.now_ms()).len(), 2);
+        assert_eq!(engine.forecast(api, 10), None, "no traffic, no forecast");
+        let snapshots = engine.snapshots(&predictor, clock.now_ms());
+        assert_eq!(snapshots.len(), 2);
+        let idle = &snapshots[1];
+        assert!(!idle.modelled && idle.ensemble.horizons.is_empty());
+        assert_eq!(idle.horizons.len(), 4);
+        assert!(idle
+            .horizons
+            .iter()
+            .all(|h| h.point == 0.0 && h.upper == 0.0));
+    }
+
+    #[test]
+    fn an_ensemble_exists_from_the_first_arrival_until_an_idle_hour() {
+        let (predictor, mut engine, web) = setup();
+        let api = predictor.service_id("api").expect("api");
+        engine.tick(&predictor, 0);
+        engine.tick(&predictor, 30_000);
+        assert!(engine.ensemble(web).is_none() && engine.ensemble(api).is_none());
+        assert_eq!(engine.modelled(), 0);
+        predictor.record_arrival(web, None, 30_500);
+        engine.tick(&predictor, 32_000);
+        assert_eq!(
+            engine.ensemble(web).and_then(Ensemble::last_observed),
+            Some(31),
+            "built at the first arrival and fed every second after it"
+        );
+        assert!(engine.forecast(web, 5).is_some());
+        assert!(engine.demand(web, 5, 0.9).is_some_and(|d| d >= 0.0));
+        assert_eq!(engine.modelled(), 1);
+        // Quiet for just under the hour: kept (ticks catch up only on held seconds).
+        let last = 30_000;
+        engine.tick(&predictor, last + IDLE_FORGET_SECS * 1_000);
+        assert!(engine.ensemble(web).is_some());
+        engine.tick(&predictor, last + (IDLE_FORGET_SECS + 2) * 1_000);
+        assert!(
+            engine.ensemble(web).is_none(),
+            "forgotten after an idle hour"
+        );
+        assert_eq!(engine.forecast(web, 5), None);
+        assert_eq!(engine.demand(web, 5, 0.9), Some(0.0));
+        // The next arrival starts a new, untrained ensemble.
+        let back = last + (IDLE_FORGET_SECS + 10) * 1_000;
+        predictor.record_arrival(web, None, back);
+        engine.tick(&predictor, back + 1_000);
+        assert_eq!(
+            engine.ensemble(web).and_then(Ensemble::last_observed),
+            Some(back / 1_000)
+        );
+    }
+
+    #[test]
+    fn an_idle_service_forecasts_a_scheduled_event() {
+        let (predictor, mut engine, _) = setup();
+        let api = predictor.service_id("api").expect("api");
+        engine.tick(&predictor, 0);
+        engine.tick(&predictor, 100_000);
+        engine
+            .set_events(
+                &predictor,
+                [ScheduledEvent {
+                    service: "api".to_string(),
+                    start_ms: 120_000,
+                    duration_ms: 60_000,
+                    effect: EventEffect::AddRate(40.0),
+                }],
+            )
+            .expect("events");
+        assert_eq!(engine.forecast(api, 5), None, "before the event");
+        let during = engine.forecast(api, 30).expect("the event's forecast");
+        assert!(during.event_active);
+        assert!((during.point - 40.0).abs() < 1e-9, "{during:?}");
+        assert!(engine
+            .demand(api, 30, 0.9)
+            .is_some_and(|d| (d - 40.0).abs() < 1e-9));
+        assert!(
+            engine.ensemble(api).is_none(),
+            "an event builds no ensemble"
+        );
     }
 
     #[test]

@@ -23,6 +23,18 @@ use crate::score::{ErrorStats, ScoreConfig, Scoreboard};
 /// Name of the combined forecast in snapshots and reports.
 pub const ENSEMBLE: &str = "ensemble";
 
+impl Forecast {
+    /// The ensemble's forecast of no traffic at `horizon_sec` (an idle service's).
+    pub fn none(horizon_sec: u64) -> Self {
+        Self {
+            model: ENSEMBLE,
+            horizon_sec,
+            point: 0.0,
+            upper: 0.0,
+        }
+    }
+}
+
 /// Settings of an [`Ensemble`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct EnsembleConfig {

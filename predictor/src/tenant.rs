@@ -7,8 +7,10 @@
 //!                          └─ other name (collision or table full) ──► the shared "other" window
 //! ```
 //!
-//! Memory is fixed when the service is created: `slots` windows plus one for "other". A tenant's
-//! slot is never given back, so a tenant keeps its window for the life of the table.
+//! Memory is bounded when the service is created: `slots` windows plus one for "other". The
+//! slots are allocated at the first tenant seen (one allocation, once; a service that never
+//! sees a tenant, like most of ten thousand idle ones, holds only the "other" window). A
+//! tenant's slot is never given back, so a tenant keeps its window for the life of the table.
 
 use std::sync::OnceLock;
 
@@ -44,39 +46,63 @@ pub struct TenantRate {
 #[derive(Debug)]
 pub struct TenantWindows {
     hasher: ahash::RandomState,
-    slots: Box<[TenantSlot]>,
+    /// How many slots the table has once allocated (at least 1).
+    capacity: usize,
+    window: WindowConfig,
+    /// The slots, allocated when the first tenant is recorded.
+    slots: OnceLock<Box<[TenantSlot]>>,
     other: SlidingWindow,
 }
 
 impl TenantWindows {
-    /// A table of `slots` tenant windows (at least 1) plus the "other" window.
+    /// A table of `slots` tenant windows (at least 1, allocated at the first tenant) plus the
+    /// "other" window.
     pub fn new(slots: usize, window: WindowConfig) -> Self {
         Self {
             hasher: ahash::RandomState::with_seeds(SEEDS[0], SEEDS[1], SEEDS[2], SEEDS[3]),
-            slots: (0..slots.max(1))
-                .map(|_| TenantSlot {
-                    name: OnceLock::new(),
-                    window: SlidingWindow::new(window),
-                })
-                .collect(),
+            capacity: slots.max(1),
+            window,
+            slots: OnceLock::new(),
             other: SlidingWindow::new(window),
         }
     }
 
     /// Number of tenant slots (not counting "other").
     pub fn capacity(&self) -> usize {
-        self.slots.len()
+        self.capacity
     }
 
-    fn slot(&self, tenant: &str) -> &TenantSlot {
-        let index = self.hasher.hash_one(tenant) % self.slots.len() as u64;
-        &self.slots[index as usize]
+    /// Whether the slots have been allocated (a tenant has been recorded).
+    pub fn is_allocated(&self) -> bool {
+        self.slots.get().is_some()
+    }
+
+    fn index(&self, tenant: &str) -> usize {
+        (self.hasher.hash_one(tenant) % self.capacity as u64) as usize
+    }
+
+    /// The slot `tenant` hashes to, allocating the table the first time.
+    fn claimable_slot(&self, tenant: &str) -> &TenantSlot {
+        let slots = self.slots.get_or_init(|| {
+            (0..self.capacity)
+                .map(|_| TenantSlot {
+                    name: OnceLock::new(),
+                    window: SlidingWindow::new(self.window),
+                })
+                .collect()
+        });
+        &slots[self.index(tenant)]
+    }
+
+    /// The slot `tenant` hashes to, if the table exists.
+    fn slot(&self, tenant: &str) -> Option<&TenantSlot> {
+        self.slots.get().map(|slots| &slots[self.index(tenant)])
     }
 
     /// The window `tenant` records into: its own, or "other" when its slot belongs to another.
-    /// Allocates only the first time a slot is claimed.
+    /// Allocates only the first time a slot is claimed (and the table at the first tenant).
     fn window_for(&self, tenant: &str) -> &SlidingWindow {
-        let slot = self.slot(tenant);
+        let slot = self.claimable_slot(tenant);
         let name = match slot.name.get() {
             Some(name) => name,
             None => {
@@ -103,7 +129,7 @@ impl TenantWindows {
 
     /// The window `tenant`'s arrivals are counted in, if it has one of its own.
     pub fn tenant_window(&self, tenant: &str) -> Option<&SlidingWindow> {
-        let slot = self.slot(tenant);
+        let slot = self.slot(tenant)?;
         match slot.name.get() {
             Some(name) if **name == *tenant => Some(&slot.window),
             _ => None,
@@ -127,7 +153,9 @@ impl TenantWindows {
     pub fn rates(&self, now_ms: u64, span_ms: u64) -> Vec<TenantRate> {
         let mut rates: Vec<TenantRate> = self
             .slots
-            .iter()
+            .get()
+            .into_iter()
+            .flat_map(|slots| slots.iter())
             .filter_map(|slot| {
                 let name = slot.name.get()?;
                 let rate = slot.window.rate_per_sec(now_ms, span_ms);
@@ -189,13 +217,26 @@ mod tests {
         let a = TenantWindows::new(16, WindowConfig::default());
         let b = TenantWindows::new(16, WindowConfig::default());
         for name in ["a", "b", "c", "tenant-42"] {
-            assert!(std::ptr::eq(a.slot(name), &a.slots[slot_index(&a, name)]));
-            assert_eq!(slot_index(&a, name), slot_index(&b, name));
+            assert_eq!(a.index(name), b.index(name));
+            assert!(a.index(name) < a.capacity());
         }
     }
 
-    fn slot_index(t: &TenantWindows, name: &str) -> usize {
-        (t.hasher.hash_one(name) % t.slots.len() as u64) as usize
+    #[test]
+    fn slots_are_allocated_at_the_first_tenant() {
+        let tenants = TenantWindows::new(64, WindowConfig::default());
+        assert!(!tenants.is_allocated());
+        assert!(tenants.tenant_window("acme").is_none());
+        assert!(tenants.rates(0, 60_000).is_empty());
+        assert_eq!(tenants.rate_per_sec("acme", 0, 60_000), 0.0);
+        assert!(!tenants.is_allocated(), "reading allocates nothing");
+        tenants.record("acme", 0, 3);
+        assert!(tenants.is_allocated());
+        assert_eq!(tenants.capacity(), 64);
+        assert_eq!(
+            tenants.tenant_window("acme").map(|w| w.sum(0, 1_000)),
+            Some(3)
+        );
     }
 
     #[test]
