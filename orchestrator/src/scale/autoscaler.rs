@@ -12,7 +12,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use ahash::AHashMap;
+use ahash::{AHashMap, AHashSet};
 use arc_swap::ArcSwap;
 use forecourt_config::{Capacity, ScalingConfig, ServiceConfig, DEFAULT_VERSION};
 use forecourt_predictor::{ForecastEngine, Predictor, ServiceId};
@@ -417,14 +417,16 @@ impl Autoscaler {
         engine: &ForecastEngine,
         now_ms: u64,
     ) {
-        self.memory
-            .retain(|name, _| services.iter().any(|s| s.config.name == *name));
+        // Forget services the policy no longer has (a set: a scan per entry is quadratic, and
+        // at ten thousand services it was most of an idle proxy's CPU).
+        let names: AHashSet<&str> = services.iter().map(|s| s.config.name.as_str()).collect();
+        self.memory.retain(|name, _| names.contains(name.as_str()));
         // The forecast each service's own horizon sees, before dependencies.
         let mut forecasts = Vec::with_capacity(services.len());
         for view in services {
-            let memory = self.memory.entry(view.config.name.clone()).or_default();
             let forecast = view.config.scaling.as_ref().and_then(|scaling| {
                 let id = predictor.service_id(&view.config.name)?;
+                let memory = scaler(&mut self.memory, &view.config.name);
                 memory.forecast(scaling, engine, id, view.mean_latency_secs)
             });
             forecasts.push(forecast);
@@ -460,7 +462,7 @@ impl Autoscaler {
             if !self.orchestrator.replicas_known(name, DEFAULT_VERSION) {
                 continue;
             }
-            let memory = self.memory.entry(name.to_owned()).or_default();
+            let memory = scaler(&mut self.memory, name);
             let ready = view.ready;
             let now = ServiceNow {
                 ordered: self.orchestrator.replicas(name, DEFAULT_VERSION),
@@ -587,6 +589,19 @@ fn arrived_recently(predictor: &Predictor, id: ServiceId, now_ms: u64) -> bool {
     predictor
         .service(id)
         .is_some_and(|w| w.arrivals().sum(now_ms, 2_000) > 0)
+}
+
+/// The scaler kept for `service`, made on first use (without cloning its name on every tick).
+fn scaler<'a>(
+    memory: &'a mut AHashMap<String, ServiceScaler>,
+    service: &str,
+) -> &'a mut ServiceScaler {
+    if !memory.contains_key(service) {
+        memory.insert(service.to_owned(), ServiceScaler::default());
+    }
+    memory
+        .get_mut(service)
+        .unwrap_or_else(|| unreachable!("inserted above"))
 }
 
 #[cfg(test)]

@@ -737,7 +737,19 @@ pub struct ServiceLoad<'a> {
 /// cycle (refused by policy validation) contribute nothing.
 pub fn dependency_demand(services: &[ServiceLoad<'_>]) -> Vec<f64> {
     let n = services.len();
-    let index = |name: &str| services.iter().position(|s| s.name == name);
+    // A name index (the first service of a name wins), built only when an edge needs it.
+    let names: ahash::AHashMap<&str, usize> = if services.iter().any(|s| !s.dependencies.is_empty())
+    {
+        services
+            .iter()
+            .enumerate()
+            .rev()
+            .map(|(i, s)| (s.name, i))
+            .collect()
+    } else {
+        ahash::AHashMap::new()
+    };
+    let index = |name: &str| names.get(name).copied();
     let edges: Vec<Vec<(usize, f64)>> = services
         .iter()
         .enumerate()
