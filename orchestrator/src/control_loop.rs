@@ -19,7 +19,7 @@
 pub mod forecast_step;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -111,6 +111,8 @@ pub struct ControlPlane {
     pub scale_signal: Notify,
     /// Set once the loop has stopped the instances it launched (at shutdown).
     pub instances_stopped: AtomicBool,
+    /// How long each tick took (forecast, scale, pre-deploy), for `/metrics`.
+    pub tick_times: TickTimes,
     orchestrator: OnceLock<Arc<dyn Orchestrator>>,
     kubernetes: OnceLock<(KubernetesOrchestrator, Arc<Leadership>)>,
 }
@@ -121,6 +123,48 @@ impl std::fmt::Debug for ControlPlane {
             .field("orchestrator", &self.orchestrator.get().map(|o| o.kind()))
             .field("kubernetes", &self.kubernetes.get().is_some())
             .finish_non_exhaustive()
+    }
+}
+
+/// Upper bounds (seconds) of the [`TickTimes`] buckets.
+pub const TICK_TIME_BOUNDS_S: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// A histogram of control-loop tick durations (atomic counters; recorded once a tick).
+#[derive(Debug, Default)]
+pub struct TickTimes {
+    /// Ticks at or below each bound of [`TICK_TIME_BOUNDS_S`] (not cumulative).
+    buckets: [AtomicU64; TICK_TIME_BOUNDS_S.len()],
+    /// Ticks above the last bound.
+    over: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl TickTimes {
+    /// Records one tick's duration.
+    pub fn record(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        match TICK_TIME_BOUNDS_S.iter().position(|&b| secs <= b) {
+            Some(i) => self.buckets[i].fetch_add(1, Ordering::Relaxed),
+            None => self.over.fetch_add(1, Ordering::Relaxed),
+        };
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// Cumulative counts at each bound of [`TICK_TIME_BOUNDS_S`], the total count and the sum
+    /// in seconds (a Prometheus histogram).
+    pub fn cumulative(&self) -> ([u64; TICK_TIME_BOUNDS_S.len()], u64, f64) {
+        let mut counts = [0; TICK_TIME_BOUNDS_S.len()];
+        let mut total = 0;
+        for (count, bucket) in counts.iter_mut().zip(&self.buckets) {
+            total += bucket.load(Ordering::Relaxed);
+            *count = total;
+        }
+        total += self.over.load(Ordering::Relaxed);
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        (counts, total, sum)
     }
 }
 
@@ -471,9 +515,11 @@ pub async fn run(
             _ = shutdown.changed() => break,
         };
         let state = host.state();
+        let started = std::time::Instant::now();
         control
             .tick(state.as_ref(), clock.now_ms(), second_closed)
             .await;
+        plane.tick_times.record(started.elapsed());
     }
     if let Some(cluster) = cluster {
         cluster.stop().await;
@@ -487,4 +533,28 @@ pub async fn run(
     }
     plane.instances_stopped.store(true, Ordering::Release);
     feed.abort();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tick_times_are_a_cumulative_histogram() {
+        let times = TickTimes::default();
+        for ms in [0, 3, 3, 40, 5_000] {
+            times.record(Duration::from_millis(ms));
+        }
+        let (counts, total, sum) = times.cumulative();
+        assert_eq!(total, 5);
+        assert_eq!(counts[0], 1, "0 ms is at or below 0.5 ms");
+        assert_eq!(counts[3], 3, "3 ms is at or below 5 ms");
+        assert_eq!(counts[6], 4, "40 ms is at or below 50 ms");
+        assert_eq!(
+            counts[TICK_TIME_BOUNDS_S.len() - 1],
+            4,
+            "5 s is above every bound"
+        );
+        assert!((sum - 5.046).abs() < 1e-9, "{sum}");
+    }
 }

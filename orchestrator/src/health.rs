@@ -1,9 +1,26 @@
 //! Active health checking: probe every instance, confirm readiness after N successes in a row.
+//!
+//! ```text
+//!  check_service (one task per service; first round at once, then every interval at a phase
+//!        │         drawn from the service's name, so ten thousand services do not probe in waves)
+//!        ▼
+//!  SharedProbes::probe(address, check) ── a result for (address, path, timeout) younger than
+//!        │                                 half the interval? reuse it; a probe of it running?
+//!        │                                 wait for it; else probe (one TCP + HTTP GET)
+//!        ▼
+//!  Instance::record_probe ─► ready set published on change
+//! ```
+//!
+//! An address listed by many services (one backend behind many tenant apps, a shared gateway)
+//! is probed at most twice per interval however many services list it.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ahash::AHashMap;
 
 use bytes::Bytes;
 use forecourt_config::HealthCheck;
@@ -71,6 +88,126 @@ async fn probe_once(address: SocketAddr, path: &str) -> Result<(), ProbeError> {
     }
 }
 
+/// The outcome of a shared probe: `Err` carries the failure's text (what the admin API shows).
+pub type ProbeOutcome = Result<(), Arc<str>>;
+
+/// Probe results older than this are dropped from [`SharedProbes`] when it is pruned.
+const PROBE_RESULT_KEPT: Duration = Duration::from_secs(300);
+
+/// Probes between two prunings of [`SharedProbes`].
+const PRUNE_EVERY: u64 = 4_096;
+
+/// What makes two probes the same probe.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ProbeKey {
+    address: SocketAddr,
+    path: Box<str>,
+    timeout: Duration,
+}
+
+#[derive(Debug)]
+enum ProbeSlot {
+    /// A probe is under way; its outcome is sent when done (the sender drops if it is cancelled).
+    Running(watch::Receiver<Option<ProbeOutcome>>),
+    /// The last probe's outcome and when it finished.
+    Done { at: Instant, outcome: ProbeOutcome },
+}
+
+/// Health probes shared by every service checking the same instance address with the same
+/// path and timeout: a recent result is reused, a running probe is waited for.
+#[derive(Debug, Default)]
+pub struct SharedProbes {
+    slots: Mutex<AHashMap<ProbeKey, ProbeSlot>>,
+    probes: std::sync::atomic::AtomicU64,
+}
+
+impl SharedProbes {
+    /// An empty set of probe results.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Real probes sent so far (not counting reused results).
+    pub fn probes_sent(&self) -> u64 {
+        self.probes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn slots(&self) -> std::sync::MutexGuard<'_, AHashMap<ProbeKey, ProbeSlot>> {
+        self.slots
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The health of `address` under `check`: a result of the same probe younger than half of
+    /// `check.interval`, the result of the same probe already running, or a new probe.
+    pub async fn probe(&self, address: SocketAddr, check: &HealthCheck) -> ProbeOutcome {
+        let key = ProbeKey {
+            address,
+            path: check.path.as_str().into(),
+            timeout: check.timeout,
+        };
+        let fresh_for = check.interval / 2;
+        let running = {
+            let slots = self.slots();
+            match slots.get(&key) {
+                Some(ProbeSlot::Done { at, outcome }) if at.elapsed() < fresh_for => {
+                    return outcome.clone();
+                }
+                // A running probe whose sender is gone was cancelled: probe anew.
+                Some(ProbeSlot::Running(outcome)) if outcome.has_changed().is_ok() => {
+                    Some(outcome.clone())
+                }
+                _ => None,
+            }
+        };
+        if let Some(mut outcome) = running {
+            loop {
+                if let Some(done) = outcome.borrow_and_update().clone() {
+                    return done;
+                }
+                if outcome.changed().await.is_err() {
+                    break;
+                }
+            }
+        }
+        let (sender, receiver) = watch::channel(None);
+        self.slots()
+            .insert(key.clone(), ProbeSlot::Running(receiver));
+        let sent = self
+            .probes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let outcome: ProbeOutcome = probe(address, check)
+            .await
+            .map_err(|e| Arc::from(e.to_string()));
+        {
+            let mut slots = self.slots();
+            slots.insert(
+                key,
+                ProbeSlot::Done {
+                    at: Instant::now(),
+                    outcome: outcome.clone(),
+                },
+            );
+            if sent % PRUNE_EVERY == PRUNE_EVERY - 1 {
+                slots.retain(|_, slot| match slot {
+                    ProbeSlot::Done { at, .. } => at.elapsed() < PROBE_RESULT_KEPT,
+                    ProbeSlot::Running(outcome) => outcome.has_changed().is_ok(),
+                });
+            }
+        }
+        let _ = sender.send(Some(outcome.clone()));
+        outcome
+    }
+}
+
+/// When in each interval `service` probes: a fixed fraction of the interval from its name, so
+/// checkers started together (at boot, after a reload) spread their probes over the interval.
+fn phase(service: &str, interval: Duration) -> Duration {
+    let hash = ahash::RandomState::with_seeds(1, 2, 3, 4).hash_one(service);
+    let fraction = (hash % 1_000_000) as f64 / 1_000_000.0;
+    interval.mul_f64(fraction)
+}
+
 /// Warms a new instance before it is confirmed ready: the proxy sends it the service's
 /// warm-up requests (hook, URLs, hottest paths) while no live request can reach it.
 pub trait WarmInstance: Send + Sync {
@@ -84,33 +221,43 @@ pub trait WarmInstance: Send + Sync {
 pub async fn check_service(
     service: Arc<ServiceInstances>,
     check: HealthCheck,
+    shared: Arc<SharedProbes>,
     mut shutdown: watch::Receiver<bool>,
     warm: Option<Arc<dyn WarmInstance>>,
 ) {
-    let mut ticker = tokio::time::interval(check.interval);
+    // The first round at once (a new instance is confirmed as soon as it answers); the next
+    // ones at this service's phase of the interval.
+    let start = tokio::time::Instant::now() + phase(&service.name, check.interval);
+    let mut ticker = tokio::time::interval_at(start, check.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let check = Arc::new(check);
     // Warm-ups run beside the probe rounds so a slow one never delays health checking.
     let mut warm_ups = JoinSet::new();
+    let mut first = true;
     loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            // A finished warm-up: probe at once so the instance is confirmed ready without delay.
-            Some(_) = warm_ups.join_next(), if !warm_ups.is_empty() => {}
-            _ = shutdown.changed() => {
-                if *shutdown.borrow() { return; }
-                continue;
+        if !first {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                // A finished warm-up: probe at once so the instance is confirmed ready without
+                // delay.
+                Some(_) = warm_ups.join_next(), if !warm_ups.is_empty() => {}
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() { return; }
+                    continue;
+                }
             }
         }
+        first = false;
         let mut probes = JoinSet::new();
         for instance in service.all().iter().cloned() {
             let check = check.clone();
+            let shared = Arc::clone(&shared);
             let warming = warm.is_some();
             probes.spawn(async move {
                 if warming {
                     instance.arm_warm_up();
                 }
-                let result = probe(instance.address, &check).await;
+                let result = shared.probe(instance.address, &check).await;
                 // The probe that would confirm a new instance ready starts its warm-up instead.
                 if warming && result.is_ok() && instance.claim_warm_up(&check) {
                     let _ = instance.record_probe(&result, &check);
@@ -201,6 +348,110 @@ mod tests {
         (address, server)
     }
 
+    /// Answers every HTTP request with 200 and counts them.
+    async fn counting_ok() -> (SocketAddr, Arc<std::sync::atomic::AtomicU32>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let count = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counted = Arc::clone(&count);
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let counted = Arc::clone(&counted);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    let _ = socket.read(&mut buf).await;
+                    counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let _ = socket
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                        )
+                        .await;
+                });
+            }
+        });
+        (address, count)
+    }
+
+    #[tokio::test]
+    async fn services_listing_one_address_share_its_probe() {
+        let (address, count) = counting_ok().await;
+        let check = HealthCheck {
+            path: "/healthz".into(),
+            interval: Duration::from_secs(3600),
+            timeout: Duration::from_secs(2),
+            healthy_threshold: 1,
+            unhealthy_threshold: 1,
+        };
+        let shared = Arc::new(SharedProbes::new());
+        // Fifty services probing the same address at once, then again: one probe.
+        let mut all = JoinSet::new();
+        for _ in 0..50 {
+            let (shared, check) = (Arc::clone(&shared), check.clone());
+            all.spawn(async move { shared.probe(address, &check).await });
+        }
+        while let Some(outcome) = all.join_next().await {
+            assert!(outcome.unwrap().is_ok());
+        }
+        assert!(shared.probe(address, &check).await.is_ok());
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(shared.probes_sent(), 1);
+        // Another path is another probe; a result older than half the interval is not reused.
+        let other = HealthCheck {
+            path: "/ready".into(),
+            ..check.clone()
+        };
+        assert!(shared.probe(address, &other).await.is_ok());
+        let always = HealthCheck {
+            interval: Duration::ZERO,
+            ..check.clone()
+        };
+        assert!(shared.probe(address, &always).await.is_ok());
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_shared_failure_keeps_its_reason() {
+        let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = unused.local_addr().unwrap();
+        drop(unused);
+        let shared = SharedProbes::new();
+        let check = HealthCheck {
+            path: "/healthz".into(),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(2),
+            healthy_threshold: 1,
+            unhealthy_threshold: 1,
+        };
+        let outcome = shared.probe(address, &check).await;
+        let reason = outcome.expect_err("nothing listens");
+        assert!(
+            reason.starts_with("connect") || reason.starts_with("timed out"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn phases_spread_services_over_the_interval() {
+        let interval = Duration::from_secs(30);
+        let phases: Vec<Duration> = (0..1_000)
+            .map(|i| phase(&format!("svc-{i}"), interval))
+            .collect();
+        assert!(phases.iter().all(|p| *p < interval));
+        assert_eq!(
+            phase("svc-1", interval),
+            phases[1],
+            "the same name, the same phase"
+        );
+        // Each tenth of the interval gets about a tenth of the services.
+        for tenth in 0..10 {
+            let lo = interval.mul_f64(f64::from(tenth) / 10.0);
+            let hi = interval.mul_f64(f64::from(tenth + 1) / 10.0);
+            let n = phases.iter().filter(|p| **p >= lo && **p < hi).count();
+            assert!((50..=150).contains(&n), "tenth {tenth}: {n}");
+        }
+    }
+
     /// A warm-up that counts its calls and ends when the test lets it.
     struct GatedWarmUp {
         calls: Arc<std::sync::atomic::AtomicU32>,
@@ -247,7 +498,13 @@ mod tests {
             release: release.clone(),
         });
         let (stop, shutdown) = watch::channel(false);
-        let checker = tokio::spawn(check_service(service.clone(), check, shutdown, Some(warm)));
+        let checker = tokio::spawn(check_service(
+            service.clone(),
+            check,
+            Arc::new(SharedProbes::new()),
+            shutdown,
+            Some(warm),
+        ));
         // The warm-up starts once the health checks would confirm the instance...
         let wait = std::time::Duration::from_secs(5);
         let started = tokio::time::timeout(wait, async {
@@ -286,7 +543,13 @@ mod tests {
         let (address, server) = always_ok().await;
         let (instance, service, check) = one_instance(address, 1);
         let (stop, shutdown) = watch::channel(false);
-        let checker = tokio::spawn(check_service(service.clone(), check, shutdown, None));
+        let checker = tokio::spawn(check_service(
+            service.clone(),
+            check,
+            Arc::new(SharedProbes::new()),
+            shutdown,
+            None,
+        ));
         let ready = tokio::time::timeout(std::time::Duration::from_secs(5), async {
             while service.ready().instances.is_empty() {
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;

@@ -45,12 +45,14 @@ pub use control_loop::forecast_step::{
     EventBook, EventBookError, EventEntry, EventSource, ForecastBoard, ForecastLoop,
     MAX_POSTED_EVENTS,
 };
-pub use control_loop::{ControlHost, ControlLoop, ControlPlane, HostService, HostState};
+pub use control_loop::{
+    ControlHost, ControlLoop, ControlPlane, HostService, HostState, TickTimes, TICK_TIME_BOUNDS_S,
+};
 pub use fleet::{
     Fleet, HealthState, Instance, InstanceId, Passive, ReadySet, ServiceInstances, WarmUp,
     EJECT_AFTER_5XX,
 };
-pub use health::{check_service, probe, ProbeError, WarmInstance};
+pub use health::{check_service, probe, ProbeError, ProbeOutcome, SharedProbes, WarmInstance};
 pub use kubernetes::cluster::Cluster;
 pub use kubernetes::leader::Leadership;
 pub use kubernetes::{KubernetesOrchestrator, KubernetesService, KubernetesStats};

@@ -400,6 +400,7 @@ services:
         let checker = tokio::spawn(forecourt_orchestrator::check_service(
             Arc::clone(&service.instances),
             service.config.health_check.clone(),
+            Arc::new(forecourt_orchestrator::SharedProbes::new()),
             shutdown,
             None,
         ));

@@ -14,8 +14,9 @@ use crate::front_door::FrontDoor;
 use crate::reload::WATCH_INTERVAL;
 use crate::warm::ServiceWarmer;
 
-/// Runs one health checker per service of the current snapshot, and follows reloads: new
-/// services get a checker, removed ones lose theirs, a changed health check restarts it.
+/// Runs one health checker per service of the current snapshot, all sharing their probes (one
+/// per instance address), and follows reloads: new services get a checker, removed ones lose
+/// theirs, a changed health check restarts it.
 pub(super) struct HealthChecks(pub(super) Arc<FrontDoor>);
 
 #[async_trait]
@@ -31,6 +32,8 @@ impl BackgroundService for HealthChecks {
         let mut generations = self.0.config.subscribe();
         let mut tasks = tokio::task::JoinSet::new();
         let mut running: Vec<Checker> = Vec::new();
+        // One probe per instance address however many services list it.
+        let shared = Arc::new(forecourt_orchestrator::SharedProbes::new());
         loop {
             let snapshot = self.0.snapshot();
             running.retain(|c| {
@@ -61,6 +64,7 @@ impl BackgroundService for HealthChecks {
                 let handle = tasks.spawn(forecourt_orchestrator::check_service(
                     service.instances.clone(),
                     service.config.health_check.clone(),
+                    Arc::clone(&shared),
                     shutdown.clone(),
                     warm,
                 ));
