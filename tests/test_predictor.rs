@@ -25,6 +25,14 @@ services:
     )
 }
 
+/// The entry of `name` in a `/v1/forecasts` answer (services are sorted by name).
+fn service<'a>(forecasts: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    forecasts["services"]
+        .as_array()
+        .and_then(|all| all.iter().find(|s| s["service"] == name))
+        .unwrap_or(&serde_json::Value::Null)
+}
+
 /// Sends requests to `/shop` at roughly `rps` until `stop` is set.
 fn traffic(
     proxy: std::net::SocketAddr,
@@ -48,7 +56,11 @@ fn traffic(
 #[test]
 fn every_request_is_recorded_and_forecasts_reach_the_admin_api() {
     let backend = Backend::start();
-    let fc = Forecourt::start(&policy(backend.addr(), ""));
+    // Every model's series in /metrics too, not only the ensemble's.
+    let fc = Forecourt::start(&policy(
+        backend.addr(),
+        "metrics: { forecast_detail: all }\n",
+    ));
     fc.wait_ready("shop", 1);
     let stop = Arc::new(AtomicBool::new(false));
     let sender = traffic(fc.proxy, 50, stop.clone());
@@ -56,15 +68,21 @@ fn every_request_is_recorded_and_forecasts_reach_the_admin_api() {
     // The control loop ticks once a second: the rate shows up within a few ticks.
     let forecasts = wait_for(Duration::from_secs(10), || {
         let f = fc.admin_json("/v1/forecasts");
-        let rate = f["services"][0]["rate"]["stable"].as_f64()?;
-        (rate > 1.0).then_some(f)
+        let shop = service(&f, "shop");
+        let rate = shop["rate"]["stable"].as_f64()?;
+        // The models come with the first closed second that had an arrival, maybe a tick after
+        // the rate shows.
+        let modelled = shop["forecasts"][0]["models"]
+            .as_array()
+            .is_some_and(|m| !m.is_empty());
+        (rate > 1.0 && modelled).then_some(f)
     })
     .expect("shop's rate never reached the forecast board");
     stop.store(true, Ordering::Relaxed);
     let sent = sender.join().unwrap();
     assert!(sent > 0);
 
-    let shop = &forecasts["services"][0];
+    let shop = service(&forecasts, "shop");
     assert_eq!(shop["service"], "shop");
     let horizons: Vec<u64> = shop["forecasts"]
         .as_array()
@@ -87,7 +105,8 @@ fn every_request_is_recorded_and_forecasts_reach_the_admin_api() {
         );
     }
     assert_eq!(
-        forecasts["services"][1]["rate"]["stable"], 0.0,
+        service(&forecasts, "quiet")["rate"]["stable"],
+        0.0,
         "quiet got no traffic"
     );
 
@@ -102,7 +121,7 @@ fn every_request_is_recorded_and_forecasts_reach_the_admin_api() {
     // And every request has finished: nothing is left in flight in the predictor.
     let settled = wait_for(Duration::from_secs(5), || {
         let f = fc.admin_json("/v1/forecasts");
-        (f["services"][0]["in_flight"] == 0).then_some(())
+        (service(&f, "shop")["in_flight"] == 0).then_some(())
     });
     assert!(settled.is_some(), "requests stayed in flight");
 
@@ -112,9 +131,77 @@ fn every_request_is_recorded_and_forecasts_reach_the_admin_api() {
         "forecourt_forecast_requests_per_second{service=\"shop\",horizon=\"5s\",bound=\"upper\"}",
         "forecourt_forecast_model_weight{service=\"shop\",horizon=\"60s\",model=\"holt\"}",
         "forecourt_panic_mode{service=\"quiet\"} 0",
+        "forecourt_services{state=\"active\"} 1",
+        "forecourt_services{state=\"idle\"} 1",
+        "forecourt_metrics_detailed_services 2",
     ] {
         assert!(metrics.contains(needle), "{needle} missing from /metrics");
     }
+}
+
+#[test]
+fn forecasts_answer_one_service_or_a_page_by_name() {
+    let backend = Backend::start();
+    let fc = Forecourt::start(&policy(backend.addr(), ""));
+    let all = wait_for(Duration::from_secs(10), || {
+        let f = fc.admin_json("/v1/forecasts");
+        (f["total"] == 2).then_some(f)
+    })
+    .expect("the forecast board never listed both services");
+    assert!(all["next_offset"].is_null(), "{all}");
+    let names: Vec<&str> = all["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["service"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["quiet", "shop"], "sorted by name");
+
+    let first = fc.admin_json("/v1/forecasts?limit=1");
+    assert_eq!(first["services"][0]["service"], "quiet");
+    assert_eq!(
+        (first["total"].as_u64(), first["next_offset"].as_u64()),
+        (Some(2), Some(1))
+    );
+    let second = fc.admin_json("/v1/forecasts?limit=1&offset=1");
+    assert_eq!(second["services"][0]["service"], "shop");
+    assert!(second["next_offset"].is_null());
+
+    let shop = fc.admin_json("/v1/forecasts?service=shop");
+    assert_eq!(shop["total"], 1);
+    assert_eq!(shop["services"][0]["service"], "shop");
+    let keys = |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(
+        keys(&shop["services"][0]),
+        keys(&all["services"][1]),
+        "the same fields as in the list"
+    );
+
+    let unknown = get(fc.admin, "/v1/forecasts?service=nope", &[]).unwrap();
+    assert_eq!(unknown.status, 404);
+    assert!(
+        unknown.text().contains("no service is named"),
+        "{}",
+        unknown.text()
+    );
+    for (bad, reason) in [
+        (
+            "limit=0",
+            "limit \\\"0\\\" must be a whole number from 1 to 1000",
+        ),
+        ("limit=abc", "must be a whole number"),
+        ("offset=-1", "offset"),
+        ("colour=red", "unknown query parameter"),
+    ] {
+        let refused = get(fc.admin, &format!("/v1/forecasts?{bad}"), &[]).unwrap();
+        assert_eq!(refused.status, 400, "{bad}");
+        assert!(refused.text().contains(reason), "{bad}: {}", refused.text());
+    }
+    assert_eq!(
+        get(fc.admin, "/healthz", &[]).unwrap().status,
+        200,
+        "still up"
+    );
 }
 
 #[test]
@@ -161,7 +248,7 @@ forecast:
     // The next tick lists both, and the posted one lifts quiet's forecast 10 s ahead.
     let board = wait_for(Duration::from_secs(10), || {
         let f = fc.admin_json("/v1/forecasts");
-        let quiet_10s = f["services"][1]["forecasts"][1]["point"].as_f64()?;
+        let quiet_10s = service(&f, "quiet")["forecasts"][1]["point"].as_f64()?;
         (f["events"].as_array()?.len() == 2 && quiet_10s >= 40.0).then_some(f)
     })
     .expect("the posted event never reached the forecast");

@@ -8,7 +8,8 @@
 //!                                                             │ each section resolves its part:
 //!                                                             │ listeners, metadata, admission,
 //!                                                             │ service, upstream, scaling, launch,
-//!                                                             │ cache, versions, forecast, kubernetes
+//!                                                             │ cache, versions, forecast, kubernetes,
+//!                                                             │ metrics
 //!                                                             ▼
 //!                                          Policy, or LoadError::Invalid with every Problem
 //!
@@ -33,6 +34,7 @@ pub mod kubernetes;
 pub mod launch;
 pub mod listeners;
 pub mod metadata;
+pub mod metrics;
 mod policy;
 pub mod scaling;
 pub mod schema;
@@ -52,6 +54,7 @@ pub use listeners::{Listeners, DEFAULT_ADMIN_ADDR, DEFAULT_PROXY_ADDR};
 pub use metadata::{
     Metadata, PeerNetwork, TenantTrust, DEFAULT_FLAG_HEADER, DEFAULT_TENANT_HEADER,
 };
+pub use metrics::{ForecastDetail, MetricsConfig};
 pub use policy::{LoadError, Policy};
 pub use scaling::{
     Capacity, Dependency, Horizon, PanicWindow, ScaleDown, ScaleUp, ScalingConfig, ScalingRule,

@@ -16,6 +16,7 @@ use crate::forecast::ForecastConfig;
 use crate::kubernetes::KubernetesConfig;
 use crate::listeners::Listeners;
 use crate::metadata::Metadata;
+use crate::metrics::MetricsConfig;
 use crate::scaling::{self, Dependency};
 use crate::schema::PolicyFile;
 use crate::service::ServiceConfig;
@@ -38,6 +39,8 @@ pub struct Policy {
     pub forecast: ForecastConfig,
     /// How Forecourt talks to Kubernetes (defaults when the file has no `kubernetes:`).
     pub kubernetes: KubernetesConfig,
+    /// How much of each service `GET /metrics` writes.
+    pub metrics: MetricsConfig,
 }
 
 /// Why a policy could not be loaded.
@@ -145,6 +148,7 @@ impl Checker<'_> {
         let forecast = self.forecast(raw.forecast, &names);
         let kubernetes = self.kubernetes(raw.kubernetes.as_ref());
         let admin = self.admin(&raw.admin);
+        let metrics = self.metrics(&raw.metrics);
         Policy {
             listeners,
             metadata,
@@ -153,6 +157,7 @@ impl Checker<'_> {
             forecast,
             admin,
             kubernetes,
+            metrics,
         }
     }
 }

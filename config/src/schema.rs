@@ -10,6 +10,7 @@ use serde::Deserialize;
 use crate::admission::AdminSpec;
 use crate::forecast::ForecastSpec;
 use crate::kubernetes::KubernetesSpec;
+use crate::metrics::MetricsSpec;
 
 // The types this file held before each section owned its own, at their old paths.
 pub use crate::admission::LimitsSpec;
@@ -47,4 +48,7 @@ pub struct PolicyFile {
     pub admin: AdminSpec,
     /// How Forecourt talks to Kubernetes, for services that run there.
     pub kubernetes: Option<KubernetesSpec>,
+    /// How much of each service `GET /metrics` writes.
+    #[serde(default)]
+    pub metrics: MetricsSpec,
 }

@@ -7,7 +7,8 @@
 //!                                       not-ready ones with the reason, flagged versions
 //! GET /metrics                          Prometheus text format
 //! GET /v1/forecasts                     each service's rate, forecast, upper bound, model errors,
-//!                                       and the scheduled events
+//!                                       and the scheduled events; ?service=NAME for one,
+//!                                       ?limit=N&offset=M pages by name (100, at most 1000)
 //! POST /v1/events                       schedule an event (bearer token required)
 //! POST /v1/reload                       reload the policy file (bearer token required)
 //! GET /v1/config                        the policy file, its generation, the last rejection
@@ -32,11 +33,13 @@ use crate::front_door::FrontDoor;
 use crate::reload::ReloadOutcome;
 
 mod auth;
+#[cfg(test)]
+mod fixture;
 mod forecasts;
 mod metrics;
 mod readiness;
 
-use forecasts::{forecasts_json, PostedEvent};
+use forecasts::{forecasts_json, ForecastQuery, PostedEvent};
 pub use metrics::render_metrics;
 pub use readiness::readiness;
 
@@ -131,7 +134,7 @@ pub async fn handle(front_door: &FrontDoor, req: Request<Incoming>) -> Response<
                 n => json(StatusCode::OK, &serde_json::json!({ "cancelled": n })),
             }
         }
-        (&Method::GET | &Method::HEAD, ["healthz"]) => get(front_door, &["healthz"]),
+        (&Method::GET | &Method::HEAD, ["healthz"]) => get(front_door, &["healthz"], None),
         (&Method::GET | &Method::HEAD, segments) => {
             // With a token configured, reads need it too unless the policy makes them public.
             let public =
@@ -141,14 +144,14 @@ pub async fn handle(front_door: &FrontDoor, req: Request<Incoming>) -> Response<
                     return refusal;
                 }
             }
-            get(front_door, segments)
+            get(front_door, segments, parts.uri.query())
         }
         _ => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here"),
     }
 }
 
-/// Answers a read-only admin request.
-fn get(front_door: &FrontDoor, segments: &[&str]) -> Response<Full<Bytes>> {
+/// Answers a read-only admin request; `query` is the request's query string, if any.
+fn get(front_door: &FrontDoor, segments: &[&str], query: Option<&str>) -> Response<Full<Bytes>> {
     match segments {
         ["healthz"] => Response::new(Full::new(Bytes::from_static(b"ok\n"))),
         ["metrics"] => Response::builder()
@@ -175,13 +178,20 @@ fn get(front_door: &FrontDoor, segments: &[&str]) -> Response<Full<Bytes>> {
                 }),
             )
         }
-        ["v1", "forecasts"] => json(
-            StatusCode::OK,
-            &forecasts_json(
+        ["v1", "forecasts"] => {
+            let query = match ForecastQuery::parse(query) {
+                Ok(query) => query,
+                Err(refused) => return error(StatusCode::BAD_REQUEST, &refused.to_string()),
+            };
+            match forecasts_json(
                 &front_door.control.forecasts.load(),
                 &front_door.control.scaling.load(),
-            ),
-        ),
+                &query,
+            ) {
+                Ok(answer) => json(StatusCode::OK, &answer),
+                Err(unknown) => error(StatusCode::NOT_FOUND, &unknown.to_string()),
+            }
+        }
         ["v1", "services"] => {
             let snapshot = front_door.snapshot();
             let list: Vec<_> = snapshot
@@ -258,5 +268,60 @@ pub async fn serve(
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::admin::fixture::{front_door, publish_board};
+
+    async fn answer(front_door: &FrontDoor, target: &str) -> (StatusCode, serde_json::Value) {
+        let uri: http::Uri = target.parse().unwrap();
+        let segments: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
+        let response = get(front_door, &segments, uri.query());
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn forecasts_take_a_service_and_a_page_and_refuse_bad_queries() {
+        let front_door = front_door(3, "");
+        publish_board(&front_door, &[]);
+        let (status, page) = answer(&front_door, "/v1/forecasts?limit=2").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            (page["total"].as_u64(), page["next_offset"].as_u64()),
+            (Some(3), Some(2))
+        );
+        let (status, one) = answer(&front_door, "/v1/forecasts?service=svc-00002").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(one["services"][0]["service"], "svc-00002");
+        let (status, unknown) = answer(&front_door, "/v1/forecasts?service=nope").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(unknown["error"], "no service is named \"nope\"");
+        for (bad, reason) in [
+            (
+                "limit=0",
+                "limit \"0\" must be a whole number from 1 to 1000",
+            ),
+            (
+                "limit=5000",
+                "limit \"5000\" must be a whole number from 1 to 1000",
+            ),
+            (
+                "offset=-3",
+                "offset \"-3\" must be a whole number, 0 or more",
+            ),
+            ("limit=x&offset=1", "limit \"x\""),
+            ("sort=name", "unknown query parameter \"sort\""),
+        ] {
+            let (status, refused) = answer(&front_door, &format!("/v1/forecasts?{bad}")).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+            let message = refused["error"].as_str().unwrap();
+            assert!(message.starts_with(reason), "{bad}: {message}");
+        }
     }
 }

@@ -3,8 +3,13 @@
 //! Latencies go into a log-linear atomic histogram (8 sub-buckets per power of two, about 12%
 //! relative width) so recording takes no lock; scrapes merge it into an `hdrhistogram` for
 //! quantiles and export cumulative buckets.
+//!
+//! The large tables (requests by class and status, 4 KB per class; each histogram, 4 KB) are
+//! allocated at a service's first request (or first held request), once: a service that never
+//! gets traffic, like most of ten thousand on one proxy, holds a few hundred bytes of counters.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -21,20 +26,16 @@ pub const LATENCY_BOUNDS_S: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// A lock-free latency histogram in microseconds.
-#[derive(Debug)]
+/// A lock-free latency histogram in microseconds (its buckets allocated at the first record).
+#[derive(Debug, Default)]
 pub struct LatencyHistogram {
-    buckets: Box<[AtomicU64]>,
+    buckets: OnceLock<Box<[AtomicU64]>>,
     sum_us: AtomicU64,
 }
 
-impl Default for LatencyHistogram {
-    fn default() -> Self {
-        Self {
-            buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
-            sum_us: AtomicU64::new(0),
-        }
-    }
+/// `n` zeroed counters.
+fn zeroed(n: usize) -> Box<[AtomicU64]> {
+    (0..n).map(|_| AtomicU64::new(0)).collect()
 }
 
 /// The bucket of a value in microseconds.
@@ -64,14 +65,21 @@ impl LatencyHistogram {
     /// Records one latency.
     pub fn record(&self, latency: Duration) {
         let us = latency.as_micros().min(u128::from(u64::MAX)) as u64;
-        self.buckets[bucket_of(us)].fetch_add(1, Ordering::Relaxed);
+        let buckets = self.buckets.get_or_init(|| zeroed(BUCKETS));
+        buckets[bucket_of(us)].fetch_add(1, Ordering::Relaxed);
         self.sum_us.fetch_add(us, Ordering::Relaxed);
     }
 
     /// Merges the counts into an `hdrhistogram` (each bucket at its low bound).
     pub fn snapshot(&self) -> (Histogram<u64>, u64) {
         let mut h = Histogram::<u64>::new(3).unwrap_or_else(|_| unreachable_histogram());
-        for (i, b) in self.buckets.iter().enumerate() {
+        for (i, b) in self
+            .buckets
+            .get()
+            .into_iter()
+            .flat_map(|b| b.iter())
+            .enumerate()
+        {
             let n = b.load(Ordering::Relaxed);
             if n > 0 {
                 let _ = h.record_n(bucket_low(i).max(1), n);
@@ -89,8 +97,8 @@ fn unreachable_histogram() -> Histogram<u64> {
 /// Counters of one service.
 #[derive(Debug)]
 pub struct ServiceMetrics {
-    /// `[tenant class][status - 100]`.
-    pub(crate) requests: Box<[AtomicU64]>,
+    /// `[tenant class][status - 100]`, allocated at the first answered request.
+    requests: OnceLock<Box<[AtomicU64]>>,
     pub(crate) classes: usize,
     /// Time from request start to response end.
     pub latency: LatencyHistogram,
@@ -170,7 +178,7 @@ impl ServiceMetrics {
     /// Counters for a service with `classes` tenant classes.
     pub fn new(classes: usize) -> Self {
         Self {
-            requests: (0..classes * CODES).map(|_| AtomicU64::new(0)).collect(),
+            requests: OnceLock::new(),
             classes,
             latency: LatencyHistogram::default(),
             connect_failures: AtomicU64::new(0),
@@ -195,15 +203,23 @@ impl ServiceMetrics {
     pub fn count(&self, class: usize, status: u16) {
         let code = usize::from(status.clamp(100, 599)) - 100;
         let class = class.min(self.classes.saturating_sub(1));
-        self.requests[class * CODES + code].fetch_add(1, Ordering::Relaxed);
+        let requests = self
+            .requests
+            .get_or_init(|| zeroed(self.classes.max(1) * CODES));
+        requests[class * CODES + code].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Requests answered with `status` for `class`.
     pub fn requests(&self, class: usize, status: u16) -> u64 {
         let code = usize::from(status.clamp(100, 599)) - 100;
-        self.requests
-            .get(class * CODES + code)
+        self.request_counts()
+            .and_then(|r| r.get(class * CODES + code))
             .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// Requests by `[tenant class][status - 100]`; `None` before the first answered request.
+    pub(crate) fn request_counts(&self) -> Option<&[AtomicU64]> {
+        self.requests.get().map(|r| &r[..])
     }
 }
 

@@ -6,6 +6,7 @@ use std::sync::atomic::{
     Ordering::{Relaxed, Release, SeqCst},
 };
 use std::sync::Arc;
+use std::sync::OnceLock;
 
 use super::concurrency::{acquire, Permit};
 use super::rate::{Pace, RetryAfter, COUNTED, NANOS_PER_MS};
@@ -77,7 +78,10 @@ pub enum Refusal {
 /// itself, for a request context that cannot borrow.
 #[derive(Debug)]
 pub struct TenantLimits {
-    pub(super) slots: Box<[Slot]>,
+    /// The slots, allocated when the first tenant is admitted (24 KB at the default 1,024, which
+    /// a service that never sees a tenant does not need).
+    table: OnceLock<Box<[Slot]>>,
+    capacity: usize,
     mask: usize,
     probes: usize,
     pub(super) overflow: Slot,
@@ -184,7 +188,8 @@ impl TenantLimits {
     pub fn new(capacity: usize) -> Self {
         let capacity = capacity.max(1).next_power_of_two();
         Self {
-            slots: (0..capacity).map(|_| Slot::default()).collect(),
+            table: OnceLock::new(),
+            capacity,
             mask: capacity - 1,
             probes: capacity.min(MAX_PROBES),
             overflow: Slot::default(),
@@ -267,7 +272,13 @@ impl TenantLimits {
 
     /// Slots in the table.
     pub fn capacity(&self) -> usize {
-        self.slots.len()
+        self.capacity
+    }
+
+    /// The slots, allocated at the first call (once; later calls are one atomic load).
+    pub(super) fn slots(&self) -> &[Slot] {
+        self.table
+            .get_or_init(|| (0..self.capacity).map(|_| Slot::default()).collect())
     }
 
     /// Counts one request of `tenant` in and says where.
@@ -282,7 +293,7 @@ impl TenantLimits {
         for _ in 0..ATTEMPTS {
             match self.find(hash, Some(now_ns)) {
                 Found::Slot(index) => {
-                    let slot = &self.slots[index];
+                    let slot = &self.slots()[index];
                     let outcome = slot.admit(limit, now_ms);
                     // Still the tenant's slot after the count went up: no hand-over can
                     // happen now (it needs the slot idle), so the outcome is the tenant's.
@@ -306,7 +317,7 @@ impl TenantLimits {
         for _ in 0..ATTEMPTS {
             match self.find(hash, None) {
                 Found::Slot(index) => {
-                    let slot = &self.slots[index];
+                    let slot = &self.slots()[index];
                     let held = acquire(&slot.held, max_held);
                     if slot.hash.load(SeqCst) == hash {
                         return held.then_some(Place::Table(index));
@@ -325,7 +336,7 @@ impl TenantLimits {
     /// The slot at `place`.
     fn slot(&self, place: Place) -> &Slot {
         match place {
-            Place::Table(index) => &self.slots[index],
+            Place::Table(index) => &self.slots()[index],
             Place::Overflow => &self.overflow,
         }
     }
@@ -356,7 +367,7 @@ impl TenantLimits {
         let mut idle = None;
         for probe in 0..self.probes {
             let index = (home + probe) & self.mask;
-            let slot = &self.slots[index];
+            let slot = &self.slots()[index];
             let mut current = slot.hash.load(SeqCst);
             if current == EMPTY {
                 match slot.hash.compare_exchange(EMPTY, hash, SeqCst, SeqCst) {
@@ -386,7 +397,7 @@ impl TenantLimits {
         // Hand the idle slot over: mark it busy, then check it is still idle. A request of the
         // old owner counts itself in before checking the hash again (both sequentially
         // consistent), so either it sees the mark and backs off, or this check sees its count.
-        let slot = &self.slots[index];
+        let slot = &self.slots()[index];
         if slot
             .hash
             .compare_exchange(owner, BUSY, SeqCst, SeqCst)

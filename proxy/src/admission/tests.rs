@@ -494,7 +494,7 @@ fn threads_with_many_tenants_in_a_small_table_keep_counts_straight() {
         }
     });
     assert_eq!(table.len(), 4);
-    for slot in table.slots.iter().chain([&table.overflow]) {
+    for slot in table.slots().iter().chain([&table.overflow]) {
         assert_eq!(slot.in_use.load(SeqCst), 0);
         assert_eq!(slot.held.load(SeqCst), 0);
         assert!(slot.hash.load(SeqCst) != BUSY);
