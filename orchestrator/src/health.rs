@@ -12,7 +12,8 @@
 //! ```
 //!
 //! An address listed by many services (one backend behind many tenant apps, a shared gateway)
-//! is probed at most twice per interval however many services list it.
+//! is probed about twice per interval however many services list it; a checker never counts the
+//! same probe twice (it probes anew instead), so thresholds keep their meaning.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -108,9 +109,13 @@ struct ProbeKey {
 #[derive(Debug)]
 enum ProbeSlot {
     /// A probe is under way; its outcome is sent when done (the sender drops if it is cancelled).
-    Running(watch::Receiver<Option<ProbeOutcome>>),
+    Running(watch::Receiver<Option<(ProbeOutcome, u64)>>),
     /// The last probe's outcome and when it finished.
-    Done { at: Instant, outcome: ProbeOutcome },
+    Done {
+        at: Instant,
+        outcome: ProbeOutcome,
+        id: u64,
+    },
 }
 
 /// Health probes shared by every service checking the same instance address with the same
@@ -138,9 +143,16 @@ impl SharedProbes {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The health of `address` under `check`: a result of the same probe younger than half of
-    /// `check.interval`, the result of the same probe already running, or a new probe.
-    pub async fn probe(&self, address: SocketAddr, check: &HealthCheck) -> ProbeOutcome {
+    /// The health of `address` under `check` and the probe's id: a result of the same probe
+    /// younger than half of `check.interval` (unless it is `seen`, the one the caller already
+    /// counted: a checker never counts one probe twice), the result of the same probe already
+    /// running, or a new probe.
+    pub async fn probe(
+        &self,
+        address: SocketAddr,
+        check: &HealthCheck,
+        seen: Option<u64>,
+    ) -> (ProbeOutcome, u64) {
         let key = ProbeKey {
             address,
             path: check.path.as_str().into(),
@@ -150,8 +162,10 @@ impl SharedProbes {
         let running = {
             let slots = self.slots();
             match slots.get(&key) {
-                Some(ProbeSlot::Done { at, outcome }) if at.elapsed() < fresh_for => {
-                    return outcome.clone();
+                Some(ProbeSlot::Done { at, outcome, id })
+                    if at.elapsed() < fresh_for && seen != Some(*id) =>
+                {
+                    return (outcome.clone(), *id);
                 }
                 // A running probe whose sender is gone was cancelled: probe anew.
                 Some(ProbeSlot::Running(outcome)) if outcome.has_changed().is_ok() => {
@@ -173,7 +187,7 @@ impl SharedProbes {
         let (sender, receiver) = watch::channel(None);
         self.slots()
             .insert(key.clone(), ProbeSlot::Running(receiver));
-        let sent = self
+        let id = self
             .probes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let outcome: ProbeOutcome = probe(address, check)
@@ -186,17 +200,18 @@ impl SharedProbes {
                 ProbeSlot::Done {
                     at: Instant::now(),
                     outcome: outcome.clone(),
+                    id,
                 },
             );
-            if sent % PRUNE_EVERY == PRUNE_EVERY - 1 {
+            if id % PRUNE_EVERY == PRUNE_EVERY - 1 {
                 slots.retain(|_, slot| match slot {
                     ProbeSlot::Done { at, .. } => at.elapsed() < PROBE_RESULT_KEPT,
                     ProbeSlot::Running(outcome) => outcome.has_changed().is_ok(),
                 });
             }
         }
-        let _ = sender.send(Some(outcome.clone()));
-        outcome
+        let _ = sender.send(Some((outcome.clone(), id)));
+        (outcome, id)
     }
 }
 
@@ -233,6 +248,8 @@ pub async fn check_service(
     let check = Arc::new(check);
     // Warm-ups run beside the probe rounds so a slow one never delays health checking.
     let mut warm_ups = JoinSet::new();
+    // The shared probe each instance's health last counted (never counted twice).
+    let mut counted: AHashMap<SocketAddr, u64> = AHashMap::new();
     let mut first = true;
     loop {
         if !first {
@@ -253,15 +270,16 @@ pub async fn check_service(
             let check = check.clone();
             let shared = Arc::clone(&shared);
             let warming = warm.is_some();
+            let seen = counted.get(&instance.address).copied();
             probes.spawn(async move {
                 if warming {
                     instance.arm_warm_up();
                 }
-                let result = shared.probe(instance.address, &check).await;
+                let (result, id) = shared.probe(instance.address, &check, seen).await;
                 // The probe that would confirm a new instance ready starts its warm-up instead.
                 if warming && result.is_ok() && instance.claim_warm_up(&check) {
                     let _ = instance.record_probe(&result, &check);
-                    return (false, Some(instance));
+                    return (instance.address, id, false, Some(instance));
                 }
                 let flipped = instance.record_probe(&result, &check);
                 if flipped {
@@ -276,12 +294,15 @@ pub async fn check_service(
                         ),
                     }
                 }
-                (flipped, None)
+                (instance.address, id, flipped, None)
             });
         }
         let mut changed = false;
         while let Some(done) = probes.join_next().await {
-            let (flipped, to_warm) = done.unwrap_or((false, None));
+            let Ok((address, id, flipped, to_warm)) = done else {
+                continue;
+            };
+            counted.insert(address, id);
             changed |= flipped;
             if let (Some(instance), Some(warm)) = (to_warm, &warm) {
                 let warming = warm.warm(instance.address);
@@ -388,12 +409,13 @@ mod tests {
         let mut all = JoinSet::new();
         for _ in 0..50 {
             let (shared, check) = (Arc::clone(&shared), check.clone());
-            all.spawn(async move { shared.probe(address, &check).await });
+            all.spawn(async move { shared.probe(address, &check, None).await.0 });
         }
         while let Some(outcome) = all.join_next().await {
             assert!(outcome.unwrap().is_ok());
         }
-        assert!(shared.probe(address, &check).await.is_ok());
+        let (outcome, id) = shared.probe(address, &check, None).await;
+        assert!(outcome.is_ok());
         assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 1);
         assert_eq!(shared.probes_sent(), 1);
         // Another path is another probe; a result older than half the interval is not reused.
@@ -401,13 +423,30 @@ mod tests {
             path: "/ready".into(),
             ..check.clone()
         };
-        assert!(shared.probe(address, &other).await.is_ok());
+        assert!(shared.probe(address, &other, None).await.0.is_ok());
         let always = HealthCheck {
             interval: Duration::ZERO,
             ..check.clone()
         };
-        assert!(shared.probe(address, &always).await.is_ok());
+        let (outcome, last) = shared.probe(address, &always, None).await;
+        assert!(outcome.is_ok());
         assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 3);
+        // A checker that already counted the fresh result probes anew: never one probe twice.
+        let (_, reused) = shared.probe(address, &check, Some(id)).await;
+        assert_eq!(
+            reused, last,
+            "a fresh result the caller has not counted is reused"
+        );
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 3);
+        let (again, newer) = shared.probe(address, &check, Some(last)).await;
+        assert!(again.is_ok());
+        assert_ne!(newer, last);
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 4);
+        let (_, reused) = shared.probe(address, &check, Some(last)).await;
+        assert_eq!(
+            reused, newer,
+            "the newer result is fresh and not yet counted"
+        );
     }
 
     #[tokio::test]
@@ -423,7 +462,7 @@ mod tests {
             healthy_threshold: 1,
             unhealthy_threshold: 1,
         };
-        let outcome = shared.probe(address, &check).await;
+        let (outcome, _) = shared.probe(address, &check, None).await;
         let reason = outcome.expect_err("nothing listens");
         assert!(
             reason.starts_with("connect") || reason.starts_with("timed out"),
