@@ -1,0 +1,272 @@
+#!/usr/bin/env python3
+"""Many services on one proxy: the real `forecourt` binary with N services, idle and under a light
+load, measured from outside the process. Run on demand, never in CI.
+
+    python3 benches/scale/run.py [--services 100,1000,10000] [--idle 30] [--bin PATH] [--out DIR]
+
+Per N it writes a policy file with N services (each with a path route and one fixed instance, the
+instances spread over --backends sample backends on 127.0.0.1, health checks every 30 s), starts
+the backends and `forecourt run`, waits for every service to be ready, then measures:
+
+- RSS after start and after the idle window (VmRSS of the proxy process);
+- CPU while idle: utime + stime over --idle seconds with no traffic, in % of one core;
+- the size of GET /metrics and GET /v1/forecasts;
+- the control loop's tick time (p99 of `forecourt_control_loop_tick_seconds` over the run);
+- request latency through the proxy at --rate req/s for --load seconds spread over the services
+  (client-side p50/p99/max on one keep-alive connection; the control loop ticks once a second, so
+  every tick falls inside the load), next to the same load sent to a backend directly.
+
+Prints a Markdown table and writes it, with the raw numbers as JSON, to --out.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def say(msg):
+    print(f"[scale {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def policy(n, proxy_port, admin_port, backends, interval):
+    lines = [
+        "listeners:",
+        f"  proxy: 127.0.0.1:{proxy_port}",
+        f"  admin: 127.0.0.1:{admin_port}",
+        "defaults:",
+        "  health_check:",
+        "    path: /healthz",
+        f"    interval: {interval}",
+        "    timeout: 1s",
+        "    healthy_threshold: 1",
+        "services:",
+    ]
+    for i in range(n):
+        port = backends[i % len(backends)]
+        lines += [
+            f"  - name: svc-{i:05}",
+            f"    routes: [{{ path_prefix: /svc-{i:05}/ }}]",
+            f"    instances: [{{ address: \"127.0.0.1:{port}\" }}]",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def get(port, path, timeout=30.0):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def proc_stat(pid):
+    """(utime + stime in seconds, RSS in bytes) of a process."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    rss = 0
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1]) * 1024
+    return cpu, rss
+
+
+def histogram_p99(metrics_text, name):
+    """p99 (upper bucket bound) of a Prometheus histogram with no labels, or None."""
+    buckets = []
+    for line in metrics_text.splitlines():
+        if line.startswith(name + "_bucket{"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            count = float(line.rsplit(" ", 1)[1])
+            buckets.append((float("inf") if le == "+Inf" else float(le), count))
+    if not buckets or buckets[-1][1] == 0:
+        return None
+    total = buckets[-1][1]
+    for bound, count in buckets:
+        if count >= 0.99 * total:
+            return bound
+    return None
+
+
+def latencies(port, paths, rate, seconds):
+    """Client-side latencies (s) of GETs paced at `rate` req/s over one keep-alive connection."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    out, errors = [], 0
+    start = time.perf_counter()
+    total = int(rate * seconds)
+    for k in range(total):
+        due = start + k / rate
+        now = time.perf_counter()
+        if due > now:
+            time.sleep(due - now)
+        t0 = time.perf_counter()
+        try:
+            conn.request("GET", paths[k % len(paths)])
+            resp = conn.getresponse()
+            resp.read()
+            if resp.status != 200:
+                errors += 1
+        except (OSError, http.client.HTTPException):
+            errors += 1
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            continue
+        out.append(time.perf_counter() - t0)
+    conn.close()
+    return out, errors
+
+
+def quantile(values, q):
+    if not values:
+        return None
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def wait_ready(admin_port, n, deadline_s):
+    deadline = time.time() + deadline_s
+    while time.time() < deadline:
+        try:
+            status, body = get(admin_port, "/v1/services", timeout=5)
+            if status == 200:
+                services = json.loads(body).get("services", [])
+                ready = sum(1 for s in services if s.get("ready", 0) > 0)
+                if ready >= n:
+                    return True
+        except (OSError, ValueError, http.client.HTTPException):
+            pass
+        time.sleep(0.5)
+    return False
+
+
+def run_one(args, n, workdir):
+    backends, procs = [], []
+    try:
+        for _ in range(min(args.backends, n)):
+            port = free_port()
+            procs.append(subprocess.Popen(
+                [args.bin, "backend", "--port", str(port)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            backends.append(port)
+        proxy_port, admin_port = free_port(), free_port()
+        path = os.path.join(workdir, f"services-{n}.yaml")
+        with open(path, "w") as f:
+            f.write(policy(n, proxy_port, admin_port, backends, args.health_interval))
+        log = open(os.path.join(workdir, f"forecourt-{n}.log"), "w")
+        started = time.time()
+        proxy = subprocess.Popen([args.bin, "run", "--config", path], stdout=log, stderr=log)
+        procs.append(proxy)
+        if not wait_ready(admin_port, n, args.start_timeout):
+            raise RuntimeError(f"{n} services not ready within {args.start_timeout} s "
+                               f"(log: {log.name})")
+        ready_secs = time.time() - started
+        say(f"{n} services ready in {ready_secs:.1f} s; settling {args.settle} s")
+        time.sleep(args.settle)
+        _, rss_start = proc_stat(proxy.pid)
+        cpu0, _ = proc_stat(proxy.pid)
+        t0 = time.time()
+        time.sleep(args.idle)
+        cpu1, rss_idle = proc_stat(proxy.pid)
+        idle_cpu = 100.0 * (cpu1 - cpu0) / (time.time() - t0)
+        _, metrics = get(admin_port, "/metrics")
+        _, forecasts = get(admin_port, "/v1/forecasts")
+        paths = [f"/svc-{i:05}/x" for i in range(0, n, max(1, n // 100))]
+        say(f"{n} services: load {args.rate} req/s for {args.load} s over {len(paths)} services")
+        direct, direct_errors = latencies(backends[0], ["/x"], args.rate, args.load)
+        proxied, proxied_errors = latencies(proxy_port, paths, args.rate, args.load)
+        _, metrics_after = get(admin_port, "/metrics")
+        tick_p99 = histogram_p99(metrics_after.decode(), "forecourt_control_loop_tick_seconds")
+        return {
+            "services": n,
+            "ready_seconds": round(ready_secs, 1),
+            "rss_start_mb": round(rss_start / 2**20, 1),
+            "rss_idle_mb": round(rss_idle / 2**20, 1),
+            "idle_cpu_percent": round(idle_cpu, 2),
+            "metrics_mb": round(len(metrics) / 2**20, 3),
+            "forecasts_mb": round(len(forecasts) / 2**20, 3),
+            "tick_p99_ms": None if tick_p99 is None else round(tick_p99 * 1000, 2),
+            "direct_p50_ms": round(quantile(direct, 0.5) * 1000, 3),
+            "direct_p99_ms": round(quantile(direct, 0.99) * 1000, 3),
+            "proxied_p50_ms": round(quantile(proxied, 0.5) * 1000, 3),
+            "proxied_p99_ms": round(quantile(proxied, 0.99) * 1000, 3),
+            "proxied_max_ms": round(max(proxied) * 1000, 3),
+            "errors": direct_errors + proxied_errors,
+        }
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def table(rows):
+    head = ("| services | RSS idle | CPU while idle | tick p99 | `/metrics` | `/v1/forecasts` "
+            "| request p50 / p99 (direct) | request p50 / p99 / max (proxied) |\n"
+            "|---|---|---|---|---|---|---|---|\n")
+    body = ""
+    for r in rows:
+        tick = "-" if r["tick_p99_ms"] is None else f'{r["tick_p99_ms"]} ms'
+        body += (f'| {r["services"]:,} | {r["rss_idle_mb"]} MB | {r["idle_cpu_percent"]} % '
+                 f'| {tick} | {r["metrics_mb"]} MB | {r["forecasts_mb"]} MB '
+                 f'| {r["direct_p50_ms"]} / {r["direct_p99_ms"]} ms '
+                 f'| {r["proxied_p50_ms"]} / {r["proxied_p99_ms"]} / {r["proxied_max_ms"]} ms |\n')
+    return head + body
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--services", default="100,1000,10000")
+    ap.add_argument("--backends", type=int, default=16)
+    ap.add_argument("--health-interval", default="30s")
+    ap.add_argument("--idle", type=float, default=30.0, help="idle window, seconds")
+    ap.add_argument("--settle", type=float, default=10.0, help="wait after ready, seconds")
+    ap.add_argument("--rate", type=float, default=200.0, help="load, req/s")
+    ap.add_argument("--load", type=float, default=10.0, help="load duration, seconds")
+    ap.add_argument("--start-timeout", type=float, default=300.0)
+    ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "forecourt"))
+    ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    args = ap.parse_args()
+    if not os.access(args.bin, os.X_OK):
+        sys.exit(f"no forecourt binary at {args.bin}: cargo build --release -p forecourt-proxy")
+    counts = [int(s) for s in args.services.split(",") if s.strip()]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="forecourt-scale-") as workdir:
+        for n in counts:
+            rows.append(run_one(args, n, workdir))
+            say(json.dumps(rows[-1]))
+    os.makedirs(args.out, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    with open(os.path.join(args.out, f"scale-{stamp}.json"), "w") as f:
+        json.dump(rows, f, indent=1)
+    text = table(rows)
+    with open(os.path.join(args.out, f"scale-{stamp}.md"), "w") as f:
+        f.write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
