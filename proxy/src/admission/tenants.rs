@@ -362,12 +362,13 @@ impl TenantLimits {
     /// Slots never become empty again, so a tenant's slot always lies before the first empty
     /// slot of its window: claiming that empty slot cannot give the tenant a second one.
     fn find(&self, hash: u64, now_ns: Option<u64>) -> Found {
+        let slots = self.slots();
         let home = self.home(hash);
         let mut busy = false;
         let mut idle = None;
         for probe in 0..self.probes {
             let index = (home + probe) & self.mask;
-            let slot = &self.slots()[index];
+            let slot = &slots[index];
             let mut current = slot.hash.load(SeqCst);
             if current == EMPTY {
                 match slot.hash.compare_exchange(EMPTY, hash, SeqCst, SeqCst) {
@@ -397,7 +398,7 @@ impl TenantLimits {
         // Hand the idle slot over: mark it busy, then check it is still idle. A request of the
         // old owner counts itself in before checking the hash again (both sequentially
         // consistent), so either it sees the mark and backs off, or this check sees its count.
-        let slot = &self.slots()[index];
+        let slot = &slots[index];
         if slot
             .hash
             .compare_exchange(owner, BUSY, SeqCst, SeqCst)
