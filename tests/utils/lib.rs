@@ -49,8 +49,30 @@ pub fn forecourt_bin() -> &'static Path {
     })
 }
 
-/// A free loopback port.
+/// A free loopback port for a process that binds it later (a spawned backend or Forecourt).
+///
+/// The port lies below the kernel's ephemeral range, which `bind(0)` and outgoing connections
+/// draw from: a port taken from that range and released could be handed to another test's
+/// listener before the spawned process binds it (a pod answered by another Forecourt's admin
+/// API). Ports below it are handed out in turn from a per-process start, each checked free.
 pub fn free_port() -> u16 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    const LOWEST: u32 = 10_000;
+    if ephemeral_low > LOWEST + 1_000 {
+        let span = ephemeral_low - LOWEST;
+        let start = std::process::id().wrapping_mul(7_919) % span;
+        for _ in 0..span {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let port = (LOWEST + (start + n) % span) as u16;
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
