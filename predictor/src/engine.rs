@@ -286,9 +286,8 @@ impl ForecastEngine {
                     .iter()
                     .map(|&h| Self::with_events(state, Forecast::none(h)))
                     .collect();
-                let at_sec = state.next_sec.and_then(|next| next.checked_sub(1));
                 let empty = EnsembleSnapshot {
-                    at_sec,
+                    at_sec: None,
                     horizons: Vec::new(),
                 };
                 (empty, horizons)
@@ -306,6 +305,22 @@ impl ForecastEngine {
             ensemble,
             modelled: state.ensemble.is_some(),
         })
+    }
+
+    /// Whether the service's snapshot is its idle one: no ensemble, no scheduled event, no
+    /// arrivals in the stable window and nothing in flight over it. Such a snapshot does not
+    /// change from tick to tick, so a publisher may keep the one it built before.
+    pub fn is_idle(&self, predictor: &Predictor, id: ServiceId, now_ms: u64) -> bool {
+        let (Some(state), Some(windows)) = (self.state(id), predictor.service(id)) else {
+            return false;
+        };
+        state.ensemble.is_none()
+            && state.events.is_empty()
+            && !state.burst.panicking
+            && state.burst.stable_rate == 0.0
+            && state.burst.panic_rate == 0.0
+            && windows.in_flight() == 0
+            && windows.average_concurrency(now_ms, self.config.burst.stable_window_ms) == 0.0
     }
 
     /// Snapshots of every service.
@@ -436,6 +451,39 @@ mod tests {
             engine.ensemble(api).is_none(),
             "an event builds no ensemble"
         );
+    }
+
+    #[test]
+    fn an_idle_snapshot_stays_the_same_until_traffic_or_an_event() {
+        let (predictor, mut engine, web) = setup();
+        engine.tick(&predictor, 0);
+        engine.tick(&predictor, 10_000);
+        assert!(engine.is_idle(&predictor, web, 10_000));
+        let before = engine.snapshot(&predictor, web, 10_000).expect("snapshot");
+        engine.tick(&predictor, 20_000);
+        assert_eq!(engine.snapshot(&predictor, web, 20_000), Some(before));
+        // A request in flight, then an arrival, make it live.
+        predictor.request_started(web, 20_100);
+        assert!(!engine.is_idle(&predictor, web, 20_200));
+        predictor.request_finished(web, 20_100, 20_300);
+        predictor.record_arrival(web, None, 20_400);
+        engine.tick(&predictor, 21_000);
+        assert!(!engine.is_idle(&predictor, web, 21_000));
+        // An idle service with a scheduled event is not idle either.
+        let api = predictor.service_id("api").expect("api");
+        assert!(engine.is_idle(&predictor, api, 21_000));
+        engine
+            .set_events(
+                &predictor,
+                [ScheduledEvent {
+                    service: "api".to_string(),
+                    start_ms: 60_000,
+                    duration_ms: 60_000,
+                    effect: EventEffect::Multiply(2.0),
+                }],
+            )
+            .expect("events");
+        assert!(!engine.is_idle(&predictor, api, 21_000));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use ahash::AHashMap;
 use arc_swap::ArcSwap;
 use forecourt_config::{EventChange, EventConfig, ForecastConfig};
 use forecourt_predictor::{
@@ -142,16 +143,28 @@ pub struct ForecastBoard {
     pub at_ms: u64,
     /// Seconds of history the engine has seen since it was (re)built.
     pub trained_seconds: u64,
-    /// One entry per service, in policy order.
-    pub services: Vec<ServiceForecast>,
+    /// One entry per service, in policy order; an idle service's entry is shared from board to
+    /// board until it sees traffic.
+    pub services: Vec<Arc<ServiceForecast>>,
     /// Scheduled events not yet over.
     pub events: Vec<EventEntry>,
+    /// Where each service's entry is in `services`, by name (shared while the services stay).
+    index: Arc<AHashMap<String, usize>>,
 }
 
 impl ForecastBoard {
     /// The forecast of the service named `name`.
     pub fn service(&self, name: &str) -> Option<&ServiceForecast> {
-        self.services.iter().find(|s| s.service == name)
+        match self.index.get(name) {
+            Some(&i) => self.services.get(i).map(Arc::as_ref),
+            // A board assembled by hand (tests) has no index.
+            None if self.index.is_empty() => self
+                .services
+                .iter()
+                .map(Arc::as_ref)
+                .find(|s| s.service == name),
+            None => None,
+        }
     }
 }
 
@@ -167,6 +180,11 @@ pub struct ForecastLoop {
     board: Arc<ArcSwap<ForecastBoard>>,
     /// Whether [`Self::tick`] builds the board (off under replay, which has no reader of it).
     publish: bool,
+    /// Each service's idle entry, built the first time it is idle and published while it stays
+    /// so: 10,000 idle services cost a pointer each per tick, not three allocations.
+    idle: Vec<Option<Arc<ServiceForecast>>>,
+    /// The board's name index for the current services.
+    index: Arc<AHashMap<String, usize>>,
 }
 
 impl std::fmt::Debug for ForecastLoop {
@@ -197,6 +215,8 @@ impl ForecastLoop {
             started_ms: None,
             board,
             publish: true,
+            idle: Vec::new(),
+            index: Arc::default(),
         }
     }
 
@@ -243,6 +263,8 @@ impl ForecastLoop {
             self.engine = Self::engine(predictor, &config.horizons);
             self.events_key = None;
             self.started_ms = None;
+            self.idle.clear();
+            self.index = Arc::default();
         }
         let started = *self.started_ms.get_or_insert(now_ms);
         let key = (config.events.as_ptr() as usize, book.version());
@@ -255,12 +277,49 @@ impl ForecastLoop {
         if !self.publish {
             return;
         }
+        let services = self.entries(now_ms);
+        if self.index.len() != services.len() {
+            let index = services
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.service.clone(), i))
+                .collect();
+            self.index = Arc::new(index);
+        }
         self.board.store(Arc::new(ForecastBoard {
             at_ms: now_ms,
             trained_seconds: now_ms.saturating_sub(started) / 1_000,
-            services: self.engine.snapshots(&self.predictor, now_ms),
+            services,
             events: self.events.clone(),
+            index: Arc::clone(&self.index),
         }));
+    }
+
+    /// Every service's board entry: a fresh snapshot for a live service, the kept one for an
+    /// idle service.
+    fn entries(&mut self, now_ms: u64) -> Vec<Arc<ServiceForecast>> {
+        self.idle.resize(self.predictor.len(), None);
+        let mut entries = Vec::with_capacity(self.predictor.len());
+        for (id, _, _) in self.predictor.services() {
+            let slot = &mut self.idle[id.index()];
+            if !self.engine.is_idle(&self.predictor, id, now_ms) {
+                *slot = None;
+                if let Some(s) = self.engine.snapshot(&self.predictor, id, now_ms) {
+                    entries.push(Arc::new(s));
+                }
+                continue;
+            }
+            if slot.is_none() {
+                *slot = self
+                    .engine
+                    .snapshot(&self.predictor, id, now_ms)
+                    .map(Arc::new);
+            }
+            if let Some(entry) = slot {
+                entries.push(Arc::clone(entry));
+            }
+        }
+        entries
     }
 
     fn refresh_events(&mut self, config: &ForecastConfig, book: &EventBook, now_ms: u64) {
@@ -345,6 +404,35 @@ mod tests {
             "{at_10:?}"
         );
         assert_eq!(board.service("api").map(|s| s.stable_rate), Some(0.0));
+    }
+
+    #[test]
+    fn an_idle_services_entry_is_shared_from_board_to_board_until_it_sees_traffic() {
+        let (predictor, mut forecasts, board) = setup();
+        let shop = predictor.service_id("shop").expect("shop");
+        let clock = ManualClock::new(1_000_000);
+        let config = ForecastConfig::default();
+        let book = EventBook::default();
+        forecasts.tick(&predictor, &config, &book, clock.now_ms());
+        let first = board.load_full();
+        clock.advance_ms(1_000);
+        predictor.record_arrival(shop, None, clock.now_ms());
+        clock.advance_ms(1_000);
+        forecasts.tick(&predictor, &config, &book, clock.now_ms());
+        let second = board.load_full();
+        assert!(Arc::ptr_eq(&first.services[1], &second.services[1]), "api");
+        assert!(
+            !Arc::ptr_eq(&first.services[0], &second.services[0]),
+            "shop"
+        );
+        assert!(second.service("shop").is_some_and(|s| s.modelled));
+        assert_eq!(second.service("api").map(|s| s.modelled), Some(false));
+        assert!(second.service("nope").is_none());
+        clock.advance_ms(1_000);
+        forecasts.tick(&predictor, &config, &book, clock.now_ms());
+        let third = board.load_full();
+        assert!(!Arc::ptr_eq(&second.services[0], &third.services[0]));
+        assert!(Arc::ptr_eq(&first.services[1], &third.services[1]));
     }
 
     #[test]

@@ -63,6 +63,6 @@ pub(crate) fn edit_board(
 ) {
     let mut board = ForecastBoard::clone(&front_door.control.forecasts.load());
     let entry = board.services.iter_mut().find(|s| s.service == service);
-    edit(entry.unwrap());
+    edit(Arc::make_mut(entry.unwrap()));
     front_door.control.forecasts.store(Arc::new(board));
 }

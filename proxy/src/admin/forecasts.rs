@@ -247,7 +247,7 @@ pub fn forecasts_json(
         Some(name) => vec![board
             .service(name)
             .ok_or_else(|| ForecastsError::UnknownService(name.clone()))?],
-        None => board.services.iter().collect(),
+        None => board.services.iter().map(AsRef::as_ref).collect(),
     };
     services.sort_unstable_by(|a, b| a.service.cmp(&b.service));
     let total = services.len();
