@@ -223,6 +223,31 @@ fn phase(service: &str, interval: Duration) -> Duration {
     interval.mul_f64(fraction)
 }
 
+/// The grid health rounds are aligned to: 100 ms for intervals of a second or more, a tenth of
+/// the interval below. Checkers whose phases fall in one slot wake together, so 10,000 services
+/// at 30 s wake the runtime 10 times a second, not 333.
+fn round_slot(interval: Duration) -> Duration {
+    (interval / 10).clamp(Duration::from_millis(1), Duration::from_millis(100))
+}
+
+/// How long after `wall_ms` (UNIX ms) a checker with `phase` starts its rounds: the phase,
+/// pushed to the next multiple of [`round_slot`] on the wall clock (at most one slot later).
+fn first_round_in(interval: Duration, phase: Duration, wall_ms: u64) -> Duration {
+    let slot = u64::try_from(round_slot(interval).as_millis())
+        .unwrap_or(1)
+        .max(1);
+    let phase_ms = u64::try_from(phase.as_millis()).unwrap_or(u64::MAX);
+    let at = wall_ms.saturating_add(phase_ms);
+    let aligned = at.div_ceil(slot).saturating_mul(slot);
+    Duration::from_millis(aligned - wall_ms)
+}
+
+fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Warms a new instance before it is confirmed ready: the proxy sends it the service's
 /// warm-up requests (hook, URLs, hottest paths) while no live request can reach it.
 pub trait WarmInstance: Send + Sync {
@@ -242,7 +267,12 @@ pub async fn check_service(
 ) {
     // The first round at once (a new instance is confirmed as soon as it answers); the next
     // ones at this service's phase of the interval.
-    let start = tokio::time::Instant::now() + phase(&service.name, check.interval);
+    let start = tokio::time::Instant::now()
+        + first_round_in(
+            check.interval,
+            phase(&service.name, check.interval),
+            unix_now_ms(),
+        );
     let mut ticker = tokio::time::interval_at(start, check.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let check = Arc::new(check);
@@ -265,13 +295,15 @@ pub async fn check_service(
             }
         }
         first = false;
-        let mut probes = JoinSet::new();
+        // The round's probes run concurrently inside this task (spawning one task per
+        // instance per round is most of a round's cost when a service has one instance).
+        let mut probes = Vec::new();
         for instance in service.all().iter().cloned() {
             let check = check.clone();
             let shared = Arc::clone(&shared);
             let warming = warm.is_some();
             let seen = counted.get(&instance.address).copied();
-            probes.spawn(async move {
+            probes.push(async move {
                 if warming {
                     instance.arm_warm_up();
                 }
@@ -298,10 +330,7 @@ pub async fn check_service(
             });
         }
         let mut changed = false;
-        while let Some(done) = probes.join_next().await {
-            let Ok((address, id, flipped, to_warm)) = done else {
-                continue;
-            };
+        for (address, id, flipped, to_warm) in futures::future::join_all(probes).await {
             counted.insert(address, id);
             changed |= flipped;
             if let (Some(instance), Some(warm)) = (to_warm, &warm) {
@@ -468,6 +497,30 @@ mod tests {
             reason.starts_with("connect") || reason.starts_with("timed out"),
             "{reason}"
         );
+    }
+
+    #[test]
+    fn rounds_start_on_a_shared_grid_at_most_one_slot_after_the_phase() {
+        let interval = Duration::from_secs(30);
+        assert_eq!(round_slot(interval), Duration::from_millis(100));
+        assert_eq!(
+            round_slot(Duration::from_millis(200)),
+            Duration::from_millis(20)
+        );
+        for (wall, phase_ms) in [(1_000_037, 0), (1_000_037, 12_345), (5, 29_999)] {
+            let wait = first_round_in(interval, Duration::from_millis(phase_ms), wall);
+            let at = wall + u64::try_from(wait.as_millis()).unwrap();
+            assert_eq!(at % 100, 0, "on the grid: {wall} + {wait:?}");
+            assert!(wait >= Duration::from_millis(phase_ms));
+            assert!(wait < Duration::from_millis(phase_ms + 100));
+        }
+        // Two checkers started 37 ms apart with phases 40 ms apart wake together.
+        let a = 1_000_000
+            + first_round_in(interval, Duration::from_millis(1_010), 1_000_000).as_millis() as u64;
+        let b = 1_000_037
+            + first_round_in(interval, Duration::from_millis(1_050), 1_000_037).as_millis() as u64;
+        assert_eq!(a, 1_001_100);
+        assert_eq!(b, 1_001_100);
     }
 
     #[test]
