@@ -275,6 +275,7 @@ impl ControlLoop {
             .map(|l| l.peers())
             .unwrap_or_default();
         let services = state.services();
+        let peer_loads = PeerLoad::by_service(&peers);
         let views: Vec<ServiceView<'_>> = services
             .iter()
             .map(|s| ServiceView {
@@ -283,7 +284,10 @@ impl ControlLoop {
                 held: s.held,
                 mean_latency_secs: s.mean_latency_secs,
                 waited: s.waited,
-                peers: PeerLoad::sum(&peers, &s.config.name),
+                peers: peer_loads
+                    .get(s.config.name.as_str())
+                    .copied()
+                    .unwrap_or_default(),
                 may_order: leading || s.config.kubernetes.is_none(),
             })
             .collect();

@@ -62,13 +62,14 @@ pub struct PeerLoad {
 }
 
 impl PeerLoad {
-    /// The sum of `service`'s windows over `peers`.
-    pub fn sum(peers: &[crate::kubernetes::leader::ReplicaWindows], service: &str) -> Self {
-        let mut load = Self::default();
-        for window in peers
-            .iter()
-            .flat_map(|p| p.services.iter().filter(|s| s.service == service))
-        {
+    /// Every service's windows summed over `peers`, by service name (one pass over them all,
+    /// not one per service).
+    pub fn by_service(
+        peers: &[crate::kubernetes::leader::ReplicaWindows],
+    ) -> AHashMap<&str, PeerLoad> {
+        let mut loads: AHashMap<&str, PeerLoad> = AHashMap::new();
+        for window in peers.iter().flat_map(|p| p.services.iter()) {
+            let load = loads.entry(window.service.as_str()).or_default();
             load.stable_rate += window.stable_rate;
             load.panic_rate += window.panic_rate;
             load.stable_concurrency += window.stable_concurrency;
@@ -83,7 +84,7 @@ impl PeerLoad {
                 sum.demand += window.forecast_demand.unwrap_or(upper);
             }
         }
-        load
+        loads
     }
 }
 
