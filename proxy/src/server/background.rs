@@ -4,6 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use ahash::AHashMap;
 use async_trait::async_trait;
 use forecourt_config::{HealthCheck, PolicyFileWatch, WarmConfig};
 use forecourt_orchestrator::{ControlHost, ServiceInstances, WarmInstance};
@@ -24,34 +25,38 @@ impl BackgroundService for HealthChecks {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         /// A running checker: whom it checks, with which settings, and how to stop it.
         struct Checker {
-            instances: Arc<ServiceInstances>,
+            /// Held so that its address, the checker's key, stays unique while it runs.
+            _instances: Arc<ServiceInstances>,
             check: HealthCheck,
             warm: Option<WarmConfig>,
             handle: tokio::task::AbortHandle,
         }
         let mut generations = self.0.config.subscribe();
         let mut tasks = tokio::task::JoinSet::new();
-        let mut running: Vec<Checker> = Vec::new();
+        // By the address of the instance set each checks (a checker holds it, so the address
+        // is unique while it runs): a reload of 10,000 services is linear, not quadratic.
+        let mut running: AHashMap<usize, Checker> = AHashMap::new();
         // One probe per instance address however many services list it.
         let shared = Arc::new(forecourt_orchestrator::SharedProbes::new());
         loop {
             let snapshot = self.0.snapshot();
-            running.retain(|c| {
-                let keep = snapshot.services.iter().any(|s| {
-                    Arc::ptr_eq(&s.instances, &c.instances)
-                        && s.config.health_check == c.check
-                        && s.config.warm == c.warm
-                });
+            let current: AHashMap<usize, &crate::snapshot::ServiceRuntime> = snapshot
+                .services
+                .iter()
+                .map(|s| (Arc::as_ptr(&s.instances) as usize, s))
+                .collect();
+            running.retain(|key, c| {
+                let keep = current
+                    .get(key)
+                    .is_some_and(|s| s.config.health_check == c.check && s.config.warm == c.warm);
                 if !keep {
                     c.handle.abort();
                 }
                 keep
             });
             for service in &snapshot.services {
-                if running
-                    .iter()
-                    .any(|c| Arc::ptr_eq(&c.instances, &service.instances))
-                {
+                let key = Arc::as_ptr(&service.instances) as usize;
+                if running.contains_key(&key) {
                     continue;
                 }
                 let warm = service.config.warm.clone().map(|config| {
@@ -68,13 +73,17 @@ impl BackgroundService for HealthChecks {
                     shutdown.clone(),
                     warm,
                 ));
-                running.push(Checker {
-                    instances: service.instances.clone(),
-                    check: service.config.health_check.clone(),
-                    warm: service.config.warm.clone(),
-                    handle,
-                });
+                running.insert(
+                    key,
+                    Checker {
+                        _instances: service.instances.clone(),
+                        check: service.config.health_check.clone(),
+                        warm: service.config.warm.clone(),
+                        handle,
+                    },
+                );
             }
+            drop(current);
             drop(snapshot);
             tokio::select! {
                 changed = generations.changed() => if changed.is_err() { break },
