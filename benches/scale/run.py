@@ -11,10 +11,16 @@ the backends and `forecourt run`, waits for every service to be ready, then meas
 - RSS after start and after the idle window (VmRSS of the proxy process);
 - CPU while idle: utime + stime over --idle seconds with no traffic, in % of one core;
 - the size of GET /metrics and GET /v1/forecasts;
-- the control loop's tick time (p99 of `forecourt_control_loop_tick_seconds` over the run);
-- request latency through the proxy at --rate req/s for --load seconds spread over the services
-  (client-side p50/p99/max on one keep-alive connection; the control loop ticks once a second, so
-  every tick falls inside the load), next to the same load sent to a backend directly.
+- the control loop's tick time over the idle window (p50 and p99 of the ticks that fell in it, from
+  `forecourt_control_loop_tick_seconds` read before and after; bucket upper bounds);
+- request latency through the proxy at --rate req/s for --load seconds spread over 100 of the
+  services, sent by `forecourt load --precise-timing --spread random` (open loop, uniformly random
+  send times, latency from each request's scheduled time; the control loop ticks once a second, so
+  every tick falls inside the load),
+  next to the same trace sent to a backend directly;
+- with --active N (default 1,000; 0 skips it), for the row with N services: every service gets
+  1 request a second for --active-seconds, so each holds a forecast ensemble, then the idle
+  measurements are repeated with all of them modelled (row "N active").
 
 Prints a Markdown table and writes it, with the raw numbers as JSON, to --out.
 """
@@ -91,49 +97,66 @@ def proc_stat(pid):
     return cpu, rss
 
 
-def histogram_p99(metrics_text, name):
-    """p99 (upper bucket bound) of a Prometheus histogram with no labels, or None."""
+def histogram(metrics_text, name):
+    """Cumulative buckets [(upper bound, count)] of a Prometheus histogram with no labels."""
     buckets = []
     for line in metrics_text.splitlines():
         if line.startswith(name + "_bucket{"):
             le = line.split('le="', 1)[1].split('"', 1)[0]
             count = float(line.rsplit(" ", 1)[1])
             buckets.append((float("inf") if le == "+Inf" else float(le), count))
-    if not buckets or buckets[-1][1] == 0:
+    return buckets
+
+
+def histogram_quantile(before, after, q):
+    """The q quantile (bucket upper bound) of the observations between two readings, or None."""
+    counts = dict(before)
+    diff = [(bound, count - counts.get(bound, 0.0)) for bound, count in after]
+    if not diff or diff[-1][1] <= 0:
         return None
-    total = buckets[-1][1]
-    for bound, count in buckets:
-        if count >= 0.99 * total:
+    total = diff[-1][1]
+    for bound, count in diff:
+        if count >= q * total:
             return bound
     return None
 
 
-def latencies(port, paths, rate, seconds):
-    """Client-side latencies (s) of GETs paced at `rate` req/s over one keep-alive connection."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    out, errors = [], 0
-    start = time.perf_counter()
-    total = int(rate * seconds)
-    for k in range(total):
-        due = start + k / rate
-        now = time.perf_counter()
-        if due > now:
-            time.sleep(due - now)
-        t0 = time.perf_counter()
-        try:
-            conn.request("GET", paths[k % len(paths)])
-            resp = conn.getresponse()
-            resp.read()
-            if resp.status != 200:
-                errors += 1
-        except (OSError, http.client.HTTPException):
-            errors += 1
-            conn.close()
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-            continue
-        out.append(time.perf_counter() - t0)
-    conn.close()
-    return out, errors
+TICKS = "forecourt_control_loop_tick_seconds"
+
+
+def ticks(admin_port):
+    _, text = get(admin_port, "/metrics")
+    return histogram(text.decode(), TICKS)
+
+
+def metric_value(admin_port, prefix):
+    """The sum of every sample whose line starts with `prefix`."""
+    _, text = get(admin_port, "/metrics")
+    return sum(float(l.rsplit(" ", 1)[1]) for l in text.decode().splitlines()
+               if l.startswith(prefix))
+
+
+def load(bin_path, port, services, rate, seconds, workdir, name):
+    """`forecourt load` of `rate` req/s spread evenly over `services` for `seconds` to
+    127.0.0.1:port (path /SERVICE/x); returns its total report."""
+    trace = os.path.join(workdir, f"{name}.csv")
+    per_service = rate / len(services)
+    with open(trace, "w") as f:
+        f.write("t,service,count\n")
+        carry = {s: 0.0 for s in services}
+        for t in range(int(seconds)):
+            for svc in services:
+                carry[svc] += per_service
+                n = int(carry[svc])
+                carry[svc] -= n
+                if n:
+                    f.write(f"{t},{svc},{n}\n")
+    out = subprocess.run(
+        [bin_path, "load", "--trace", trace, "--target", f"http://127.0.0.1:{port}",
+         "--path-template", "/{service}/x", "--precise-timing", "--spread", "random", "--json",
+         "--max-duration", f"{int(seconds) + 5}s"],
+        capture_output=True, check=True)
+    return json.loads(out.stdout)["total"]
 
 
 def quantile(values, q):
@@ -159,8 +182,33 @@ def wait_ready(admin_port, n, deadline_s):
     return False
 
 
+def measure_idle(args, pid, admin_port):
+    """RSS, CPU and tick times over an idle window, then the sizes of /metrics and /v1/forecasts."""
+    _, rss_start = proc_stat(pid)
+    before = ticks(admin_port)
+    cpu0, _ = proc_stat(pid)
+    t0 = time.time()
+    time.sleep(args.idle)
+    cpu1, rss_idle = proc_stat(pid)
+    idle_cpu = 100.0 * (cpu1 - cpu0) / (time.time() - t0)
+    after = ticks(admin_port)
+    _, metrics = get(admin_port, "/metrics")
+    _, forecasts = get(admin_port, "/v1/forecasts")
+    ms = lambda v: None if v is None else round(v * 1000, 2)
+    return {
+        "rss_start_mb": round(rss_start / 2**20, 1),
+        "rss_idle_mb": round(rss_idle / 2**20, 1),
+        "idle_cpu_percent": round(idle_cpu, 2),
+        "tick_p50_ms": ms(histogram_quantile(before, after, 0.5)),
+        "tick_p99_ms": ms(histogram_quantile(before, after, 0.99)),
+        "metrics_mb": round(len(metrics) / 2**20, 3),
+        "forecasts_mb": round(len(forecasts) / 2**20, 3),
+        "modelled": int(metric_value(admin_port, "forecourt_forecast_modelled_services ")),
+    }
+
+
 def run_one(args, n, workdir):
-    backends, procs = [], []
+    backends, procs, rows = [], [], []
     try:
         for _ in range(min(args.backends, n)):
             port = free_port()
@@ -182,36 +230,32 @@ def run_one(args, n, workdir):
         ready_secs = time.time() - started
         say(f"{n} services ready in {ready_secs:.1f} s; settling {args.settle} s")
         time.sleep(args.settle)
-        _, rss_start = proc_stat(proxy.pid)
-        cpu0, _ = proc_stat(proxy.pid)
-        t0 = time.time()
-        time.sleep(args.idle)
-        cpu1, rss_idle = proc_stat(proxy.pid)
-        idle_cpu = 100.0 * (cpu1 - cpu0) / (time.time() - t0)
-        _, metrics = get(admin_port, "/metrics")
-        _, forecasts = get(admin_port, "/v1/forecasts")
-        paths = [f"/svc-{i:05}/x" for i in range(0, n, max(1, n // 100))]
-        say(f"{n} services: load {args.rate} req/s for {args.load} s over {len(paths)} services")
-        direct, direct_errors = latencies(backends[0], ["/x"], args.rate, args.load)
-        proxied, proxied_errors = latencies(proxy_port, paths, args.rate, args.load)
-        _, metrics_after = get(admin_port, "/metrics")
-        tick_p99 = histogram_p99(metrics_after.decode(), "forecourt_control_loop_tick_seconds")
-        return {
-            "services": n,
-            "ready_seconds": round(ready_secs, 1),
-            "rss_start_mb": round(rss_start / 2**20, 1),
-            "rss_idle_mb": round(rss_idle / 2**20, 1),
-            "idle_cpu_percent": round(idle_cpu, 2),
-            "metrics_mb": round(len(metrics) / 2**20, 3),
-            "forecasts_mb": round(len(forecasts) / 2**20, 3),
-            "tick_p99_ms": None if tick_p99 is None else round(tick_p99 * 1000, 2),
-            "direct_p50_ms": round(quantile(direct, 0.5) * 1000, 3),
-            "direct_p99_ms": round(quantile(direct, 0.99) * 1000, 3),
-            "proxied_p50_ms": round(quantile(proxied, 0.5) * 1000, 3),
-            "proxied_p99_ms": round(quantile(proxied, 0.99) * 1000, 3),
-            "proxied_max_ms": round(max(proxied) * 1000, 3),
-            "errors": direct_errors + proxied_errors,
-        }
+        row = {"services": f"{n:,}", "ready_seconds": round(ready_secs, 1)}
+        row.update(measure_idle(args, proxy.pid, admin_port))
+        sample = [f"svc-{i:05}" for i in range(0, n, max(1, n // 100))]
+        say(f"{n} services: load {args.rate} req/s for {args.load} s over {len(sample)} services")
+        direct = load(args.bin, backends[0], sample, args.rate, args.load, workdir, "direct")
+        proxied = load(args.bin, proxy_port, sample, args.rate, args.load, workdir, "proxied")
+        row.update({
+            "direct_p50_ms": direct["latency_ms"]["p50"],
+            "direct_p99_ms": direct["latency_ms"]["p99"],
+            "proxied_p50_ms": proxied["latency_ms"]["p50"],
+            "proxied_p99_ms": proxied["latency_ms"]["p99"],
+            "proxied_max_ms": proxied["latency_ms"]["max"],
+            "errors": direct["failed"] + proxied["failed"],
+        })
+        rows.append(row)
+        if n == args.active:
+            services = [f"svc-{i:05}" for i in range(n)]
+            say(f"{n} services: 1 req/s each for {args.active_seconds} s")
+            busy = load(args.bin, proxy_port, services, n, args.active_seconds, workdir, "active")
+            time.sleep(2)
+            active = {"services": f"{n:,} active", "ready_seconds": row["ready_seconds"],
+                      "errors": busy["failed"]}
+            active.update(measure_idle(args, proxy.pid, admin_port))
+            active.update({k: row[k] for k in row if k.startswith(("direct", "proxied"))})
+            rows.append(active)
+        return rows
     finally:
         for p in procs:
             if p.poll() is None:
@@ -224,14 +268,16 @@ def run_one(args, n, workdir):
 
 
 def table(rows):
-    head = ("| services | RSS idle | CPU while idle | tick p99 | `/metrics` | `/v1/forecasts` "
-            "| request p50 / p99 (direct) | request p50 / p99 / max (proxied) |\n"
-            "|---|---|---|---|---|---|---|---|\n")
+    head = ("| services | modelled | RSS idle | CPU while idle | tick p50 / p99 | `/metrics` "
+            "| `/v1/forecasts` | request p50 / p99 (direct) | request p50 / p99 / max (proxied) |\n"
+            "|---|---|---|---|---|---|---|---|---|\n")
+    ms = lambda v: "-" if v is None else f"{v}"
     body = ""
     for r in rows:
-        tick = "-" if r["tick_p99_ms"] is None else f'{r["tick_p99_ms"]} ms'
-        body += (f'| {r["services"]:,} | {r["rss_idle_mb"]} MB | {r["idle_cpu_percent"]} % '
-                 f'| {tick} | {r["metrics_mb"]} MB | {r["forecasts_mb"]} MB '
+        body += (f'| {r["services"]} | {r["modelled"]:,} | {r["rss_idle_mb"]} MB '
+                 f'| {r["idle_cpu_percent"]} % '
+                 f'| {ms(r["tick_p50_ms"])} / {ms(r["tick_p99_ms"])} ms '
+                 f'| {r["metrics_mb"]} MB | {r["forecasts_mb"]} MB '
                  f'| {r["direct_p50_ms"]} / {r["direct_p99_ms"]} ms '
                  f'| {r["proxied_p50_ms"]} / {r["proxied_p99_ms"]} / {r["proxied_max_ms"]} ms |\n')
     return head + body
@@ -247,6 +293,9 @@ def main():
     ap.add_argument("--rate", type=float, default=200.0, help="load, req/s")
     ap.add_argument("--load", type=float, default=10.0, help="load duration, seconds")
     ap.add_argument("--start-timeout", type=float, default=300.0)
+    ap.add_argument("--active", type=int, default=1000,
+                    help="the row whose services all get traffic first (0: none)")
+    ap.add_argument("--active-seconds", type=float, default=70.0)
     ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "forecourt"))
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     args = ap.parse_args()
@@ -256,8 +305,9 @@ def main():
     rows = []
     with tempfile.TemporaryDirectory(prefix="forecourt-scale-") as workdir:
         for n in counts:
-            rows.append(run_one(args, n, workdir))
-            say(json.dumps(rows[-1]))
+            for row in run_one(args, n, workdir):
+                rows.append(row)
+                say(json.dumps(row))
     os.makedirs(args.out, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     with open(os.path.join(args.out, f"scale-{stamp}.json"), "w") as f:

@@ -21,8 +21,8 @@
 //!   stable arrival rate (ties by name), plus any service panicking or holding requests;
 //! - every model's weight and errors only with `metrics.forecast_detail: all`, for the detailed
 //!   services;
-//! - fleet gauges (`forecourt_services{state}`, `forecourt_metrics_detailed_services`) so
-//!   nothing is lost at a glance.
+//! - fleet gauges (`forecourt_services{state}`, `forecourt_forecast_modelled_services`,
+//!   `forecourt_metrics_detailed_services`) so nothing is lost at a glance.
 //!
 //! Rendering is admin-side only: it reads the request path's atomics and never writes them.
 
@@ -120,7 +120,7 @@ fn rows<'a>(snapshot: &'a Snapshot, board: &'a ForecastBoard, top: usize) -> Vec
     let forecasts: AHashMap<&str, &ServiceForecast> = board
         .services
         .iter()
-        .map(|f| (f.service.as_str(), f))
+        .map(|f| (f.service.as_str(), f.as_ref()))
         .collect();
     let mut rows: Vec<Row<'a>> = snapshot
         .services
@@ -208,6 +208,14 @@ fn render_fleet(out: &mut String, rows: &[Row<'_>]) {
         out,
         "# HELP forecourt_services Services of the running policy: active (an arrival within the stable window, a request in flight to an instance, or one held) or idle.\n# TYPE forecourt_services gauge\nforecourt_services{{state=\"active\"}} {active}\nforecourt_services{{state=\"idle\"}} {}",
         rows.len() - active
+    );
+    let modelled = rows
+        .iter()
+        .filter(|r| r.forecast.is_some_and(|f| f.modelled))
+        .count();
+    let _ = writeln!(
+        out,
+        "# HELP forecourt_forecast_modelled_services Services holding a forecast ensemble (an arrival within the last hour); the others forecast no load of their own.\n# TYPE forecourt_forecast_modelled_services gauge\nforecourt_forecast_modelled_services {modelled}"
     );
     let _ = writeln!(
         out,
@@ -1091,6 +1099,7 @@ mod tests {
         // Fleet gauges: three services with arrivals and one holding a request are active.
         assert!(text.contains("forecourt_services{state=\"active\"} 4\n"));
         assert!(text.contains("forecourt_services{state=\"idle\"} 296\n"));
+        assert!(text.contains("forecourt_forecast_modelled_services 3\n"));
         assert!(text.contains("forecourt_metrics_detailed_services 4\n"));
         // Zero counters of the whole proxy stay: they are one line each.
         assert!(text.contains("forecourt_shed_requests_total 0\n"));
