@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
+use futures::FutureExt as _;
 
 use bytes::Bytes;
 use forecourt_config::HealthCheck;
@@ -295,42 +296,49 @@ pub async fn check_service(
             }
         }
         first = false;
-        // The round's probes run concurrently inside this task (spawning one task per
-        // instance per round is most of a round's cost when a service has one instance).
+        // The round's probes run concurrently inside this task: no task is spawned per probe
+        // (10,000 one-instance services at 30 s were 333 spawns a second).
         let mut probes = Vec::new();
         for instance in service.all().iter().cloned() {
             let check = check.clone();
             let shared = Arc::clone(&shared);
             let warming = warm.is_some();
             let seen = counted.get(&instance.address).copied();
-            probes.push(async move {
-                if warming {
-                    instance.arm_warm_up();
-                }
-                let (result, id) = shared.probe(instance.address, &check, seen).await;
-                // The probe that would confirm a new instance ready starts its warm-up instead.
-                if warming && result.is_ok() && instance.claim_warm_up(&check) {
-                    let _ = instance.record_probe(&result, &check);
-                    return (instance.address, id, false, Some(instance));
-                }
-                let flipped = instance.record_probe(&result, &check);
-                if flipped {
-                    match &result {
-                        Ok(()) => tracing::info!(
-                            address = %instance.address, version = %instance.version,
-                            "instance confirmed ready"
-                        ),
-                        Err(e) => tracing::warn!(
-                            address = %instance.address, error = %e,
-                            "instance no longer ready"
-                        ),
+            // A probe that panicked is skipped, as a panicked task was before.
+            probes.push(
+                std::panic::AssertUnwindSafe(async move {
+                    if warming {
+                        instance.arm_warm_up();
                     }
-                }
-                (instance.address, id, flipped, None)
-            });
+                    let (result, id) = shared.probe(instance.address, &check, seen).await;
+                    // The probe that would confirm a new instance ready starts its warm-up instead.
+                    if warming && result.is_ok() && instance.claim_warm_up(&check) {
+                        let _ = instance.record_probe(&result, &check);
+                        return (instance.address, id, false, Some(instance));
+                    }
+                    let flipped = instance.record_probe(&result, &check);
+                    if flipped {
+                        match &result {
+                            Ok(()) => tracing::info!(
+                                address = %instance.address, version = %instance.version,
+                                "instance confirmed ready"
+                            ),
+                            Err(e) => tracing::warn!(
+                                address = %instance.address, error = %e,
+                                "instance no longer ready"
+                            ),
+                        }
+                    }
+                    (instance.address, id, flipped, None)
+                })
+                .catch_unwind(),
+            );
         }
         let mut changed = false;
-        for (address, id, flipped, to_warm) in futures::future::join_all(probes).await {
+        for done in futures::future::join_all(probes).await {
+            let Ok((address, id, flipped, to_warm)) = done else {
+                continue;
+            };
             counted.insert(address, id);
             changed |= flipped;
             if let (Some(instance), Some(warm)) = (to_warm, &warm) {
