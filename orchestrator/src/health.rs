@@ -26,6 +26,7 @@ use futures::FutureExt as _;
 
 use bytes::Bytes;
 use forecourt_config::HealthCheck;
+use forecourt_predictor::unix_now_ms;
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -243,12 +244,6 @@ fn first_round_in(interval: Duration, phase: Duration, wall_ms: u64) -> Duration
     Duration::from_millis(aligned - wall_ms)
 }
 
-fn unix_now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// Warms a new instance before it is confirmed ready: the proxy sends it the service's
 /// warm-up requests (hook, URLs, hottest paths) while no live request can reach it.
 pub trait WarmInstance: Send + Sync {
@@ -276,7 +271,6 @@ pub async fn check_service(
         );
     let mut ticker = tokio::time::interval_at(start, check.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let check = Arc::new(check);
     // Warm-ups run beside the probe rounds so a slow one never delays health checking.
     let mut warm_ups = JoinSet::new();
     // The shared probe each instance's health last counted (never counted twice).
@@ -300,8 +294,7 @@ pub async fn check_service(
         // (10,000 one-instance services at 30 s were 333 spawns a second).
         let mut probes = Vec::new();
         for instance in service.all().iter().cloned() {
-            let check = check.clone();
-            let shared = Arc::clone(&shared);
+            let (check, shared) = (&check, &shared);
             let warming = warm.is_some();
             let seen = counted.get(&instance.address).copied();
             // A probe that panicked is skipped, as a panicked task was before.
@@ -310,13 +303,13 @@ pub async fn check_service(
                     if warming {
                         instance.arm_warm_up();
                     }
-                    let (result, id) = shared.probe(instance.address, &check, seen).await;
+                    let (result, id) = shared.probe(instance.address, check, seen).await;
                     // The probe that would confirm a new instance ready starts its warm-up instead.
-                    if warming && result.is_ok() && instance.claim_warm_up(&check) {
-                        let _ = instance.record_probe(&result, &check);
+                    if warming && result.is_ok() && instance.claim_warm_up(check) {
+                        let _ = instance.record_probe(&result, check);
                         return (instance.address, id, false, Some(instance));
                     }
-                    let flipped = instance.record_probe(&result, &check);
+                    let flipped = instance.record_probe(&result, check);
                     if flipped {
                         match &result {
                             Ok(()) => tracing::info!(
