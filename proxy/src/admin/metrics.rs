@@ -29,7 +29,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
-use ahash::{AHashMap, AHashSet};
+use ahash::AHashSet;
 use forecourt_config::ForecastDetail;
 use forecourt_orchestrator::predeploy::VersionBoard;
 use forecourt_orchestrator::{ForecastBoard, ServiceScaling};
@@ -117,18 +117,13 @@ pub(crate) fn detailed(loads: &[Load<'_>], top: usize) -> Vec<bool> {
 
 /// Every service of the snapshot with its forecast and whether it is detailed.
 fn rows<'a>(snapshot: &'a Snapshot, board: &'a ForecastBoard, top: usize) -> Vec<Row<'a>> {
-    let forecasts: AHashMap<&str, &ServiceForecast> = board
-        .services
-        .iter()
-        .map(|f| (f.service.as_str(), f.as_ref()))
-        .collect();
     let mut rows: Vec<Row<'a>> = snapshot
         .services
         .iter()
         .map(|s| Row {
             name: s.config.name.as_str(),
             service: s,
-            forecast: forecasts.get(s.config.name.as_str()).copied(),
+            forecast: board.service(&s.config.name),
             detailed: false,
         })
         .collect();
@@ -955,6 +950,8 @@ fn render_kubernetes_metrics(out: &mut String, front_door: &FrontDoor) {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use ahash::AHashMap;
+
     use super::*;
     use crate::admin::fixture::{edit_board, front_door, policy, publish_board};
 
