@@ -275,7 +275,8 @@ impl ControlLoop {
             .map(|l| l.peers())
             .unwrap_or_default();
         let services = state.services();
-        let peer_loads = PeerLoad::by_service(&peers);
+        // With one replica there are no peers: no map to build (and seed) every tick.
+        let peer_loads = (!peers.is_empty()).then(|| PeerLoad::by_service(&peers));
         let views: Vec<ServiceView<'_>> = services
             .iter()
             .map(|s| ServiceView {
@@ -285,8 +286,8 @@ impl ControlLoop {
                 mean_latency_secs: s.mean_latency_secs,
                 waited: s.waited,
                 peers: peer_loads
-                    .get(s.config.name.as_str())
-                    .copied()
+                    .as_ref()
+                    .and_then(|loads| loads.get(s.config.name.as_str()).copied())
                     .unwrap_or_default(),
                 may_order: leading || s.config.kubernetes.is_none(),
             })

@@ -738,18 +738,18 @@ pub struct ServiceLoad<'a> {
 pub fn dependency_demand(services: &[ServiceLoad<'_>]) -> Vec<f64> {
     let n = services.len();
     // A name index (the first service of a name wins), built only when an edge needs it.
-    let names: ahash::AHashMap<&str, usize> = if services.iter().any(|s| !s.dependencies.is_empty())
-    {
-        services
-            .iter()
-            .enumerate()
-            .rev()
-            .map(|(i, s)| (s.name, i))
-            .collect()
-    } else {
-        ahash::AHashMap::new()
-    };
-    let index = |name: &str| names.get(name).copied();
+    let names: Option<ahash::AHashMap<&str, usize>> = services
+        .iter()
+        .any(|s| !s.dependencies.is_empty())
+        .then(|| {
+            services
+                .iter()
+                .enumerate()
+                .rev()
+                .map(|(i, s)| (s.name, i))
+                .collect()
+        });
+    let index = |name: &str| names.as_ref()?.get(name).copied();
     let edges: Vec<Vec<(usize, f64)>> = services
         .iter()
         .enumerate()
