@@ -622,6 +622,9 @@ pub(crate) fn millis(duration: Duration) -> u64 {
 pub struct TimeToReady {
     samples: VecDeque<Duration>,
     capacity: usize,
+    /// The 90th percentile of `samples`, kept up to date by [`Self::record`] (it is read
+    /// several times per service per tick; the samples change only when a replica is ready).
+    estimate: Option<Duration>,
     /// When each not-yet-ready ordered replica was ordered, oldest first.
     pending: VecDeque<u64>,
 }
@@ -638,6 +641,7 @@ impl TimeToReady {
         Self {
             samples: VecDeque::with_capacity(capacity.max(1)),
             capacity: capacity.max(1),
+            estimate: None,
             pending: VecDeque::new(),
         }
     }
@@ -648,6 +652,10 @@ impl TimeToReady {
             self.samples.pop_front();
         }
         self.samples.push_back(duration);
+        let mut sorted: Vec<Duration> = self.samples.iter().copied().collect();
+        sorted.sort_unstable();
+        let rank = (TIME_TO_READY_PERCENTILE * sorted.len() as f64).ceil() as usize;
+        self.estimate = sorted.get(rank.saturating_sub(1)).copied();
     }
 
     /// Notes `count` replicas ordered at `now_ms`.
@@ -685,13 +693,7 @@ impl TimeToReady {
 
     /// The 90th percentile (nearest rank) of the kept measurements; `None` before the first.
     pub fn estimate(&self) -> Option<Duration> {
-        if self.samples.is_empty() {
-            return None;
-        }
-        let mut sorted: Vec<Duration> = self.samples.iter().copied().collect();
-        sorted.sort_unstable();
-        let rank = (TIME_TO_READY_PERCENTILE * sorted.len() as f64).ceil() as usize;
-        sorted.get(rank.saturating_sub(1)).copied()
+        self.estimate
     }
 
     /// The horizon to read the forecast at: fixed, or the estimate (default before any
