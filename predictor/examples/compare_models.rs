@@ -110,7 +110,7 @@ fn series(path: &Path) -> Vec<f64> {
         .dense_series(seconds)
 }
 
-fn run(models: Vec<Box<dyn Forecaster>>, series: &[f64]) -> (EvalReport, f64) {
+fn run(models: impl Fn() -> Vec<Box<dyn Forecaster>>, series: &[f64]) -> (EvalReport, f64) {
     let started = Instant::now();
     let report = evaluate_models(series, models, &EvalConfig::default(), |_, _| {});
     let ns_per_sec = started.elapsed().as_nanos() as f64 / series.len().max(1) as f64;
@@ -148,9 +148,9 @@ fn model_cost(mut model: Box<dyn Forecaster>, series: &[f64]) -> f64 {
 }
 
 fn compare(name: &str, series: &[f64]) {
-    let (before, before_ns) = run(baseline(), series);
-    let (all, all_ns) = run(candidates(), series);
-    let (after, after_ns) = run(default_models(), series);
+    let (before, before_ns) = run(baseline, series);
+    let (all, all_ns) = run(candidates, series);
+    let (after, after_ns) = run(default_models, series);
     println!(
         "\n### {name}: {} s, scored {} s, test mean {:.3}/s\n",
         all.seconds, all.test_seconds, all.test_mean
@@ -171,7 +171,7 @@ fn compare(name: &str, series: &[f64]) {
     row("ensemble after", &mae(&after, "ensemble"));
     row("ensemble of all above", &mae(&all, "ensemble"));
     for (label, extra) in ALTERNATIVES {
-        let (report, _) = run(with(extra), series);
+        let (report, _) = run(|| with(extra), series);
         row(&format!("ensemble {label}"), &mae(&report, "ensemble"));
     }
     for (label, report) in [("before", &before), ("after", &after)] {

@@ -14,22 +14,18 @@
 //!
 //! A service's ensemble (tens to hundreds of KiB: models, scores, demand residuals) exists only
 //! while it has traffic: it is built at the first second with an arrival and dropped after
-//! [`IDLE_FORGET_SECS`] without one, so ten thousand services of which a few hundred are busy
-//! hold a few hundred ensembles and tick only those. An idle service forecasts nothing (its
-//! forecast is `None`, so scaling reacts to live load, like a service still warming up) unless a
-//! scheduled event says otherwise.
+//! [`EnsembleConfig::idle_forget_secs`] (an hour by default) without one, so ten thousand
+//! services of which a few hundred are busy hold a few hundred ensembles and tick only those.
+//! An idle service forecasts nothing (its forecast is `None`, so scaling reacts to live load,
+//! like a service still warming up) unless a scheduled event says otherwise.
 
 use crate::burst::{BurstConfig, BurstState, PanicSignal};
+#[cfg(test)]
+use crate::ensemble::IDLE_FORGET_SECS;
 use crate::ensemble::{Ensemble, EnsembleConfig, EnsembleSnapshot};
 use crate::events::{apply_events, ScheduledEvent};
 use crate::forecast::Forecast;
 use crate::predictor::{Predictor, PredictorError, ServiceId};
-
-/// Seconds without an arrival after which a service's ensemble is dropped (it is rebuilt,
-/// untrained, at the next arrival). An hour: longer than any quiet spell inside a service's
-/// normal traffic on the traces we hold, short enough that a fleet of mostly idle services
-/// holds only the busy ones' models.
-pub const IDLE_FORGET_SECS: u64 = 3_600;
 
 /// Settings of the [`ForecastEngine`].
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -76,13 +72,14 @@ pub struct ServiceForecast {
     /// and holds no ensemble).
     pub ensemble: EnsembleSnapshot,
     /// Whether the service holds an ensemble: it has had an arrival within
-    /// [`IDLE_FORGET_SECS`].
+    /// [`EnsembleConfig::idle_forget_secs`].
     pub modelled: bool,
 }
 
 #[derive(Debug)]
 struct ServiceState {
-    /// `None` before the first arrival and after [`IDLE_FORGET_SECS`] without one.
+    /// `None` before the first arrival and after [`EnsembleConfig::idle_forget_secs`] without
+    /// one.
     ensemble: Option<Box<Ensemble>>,
     /// The last second with an arrival.
     last_arrival_sec: Option<u64>,
@@ -149,6 +146,7 @@ impl ForecastEngine {
     pub fn tick(&mut self, predictor: &Predictor, now_ms: u64) {
         let current_sec = now_ms / 1_000;
         let held = predictor.held_seconds();
+        let forget = self.config.ensemble.idle_forget_secs();
         for ((id, _, windows), state) in predictor.services().zip(self.services.iter_mut()) {
             windows.sample_concurrency(now_ms);
             let oldest_held = current_sec.saturating_sub(held);
@@ -171,7 +169,7 @@ impl ForecastEngine {
             state.next_sec = Some(current_sec.max(start));
             let quiet = state
                 .last_arrival_sec
-                .is_none_or(|last| current_sec.saturating_sub(last) > IDLE_FORGET_SECS);
+                .is_none_or(|last| current_sec.saturating_sub(last) > forget);
             if quiet {
                 state.ensemble = None;
             }
@@ -193,7 +191,7 @@ impl ForecastEngine {
         self.state(id).and_then(|s| s.ensemble.as_deref())
     }
 
-    /// Services holding an ensemble (an arrival within [`IDLE_FORGET_SECS`]).
+    /// Services holding an ensemble (an arrival within [`EnsembleConfig::idle_forget_secs`]).
     pub fn modelled(&self) -> usize {
         self.services
             .iter()

@@ -50,7 +50,7 @@ pub use burst::{BurstConfig, BurstState, PanicSignal};
 pub use clock::{unix_now_ms, Clock, ManualClock, SystemClock};
 pub use demand::DemandRing;
 pub use engine::{EngineConfig, ForecastEngine, HorizonForecast, ServiceForecast};
-pub use ensemble::{Ensemble, EnsembleConfig, EnsembleSnapshot};
+pub use ensemble::{Ensemble, EnsembleConfig, EnsembleSnapshot, IDLE_FORGET_SECS};
 pub use evaluate::{evaluate, evaluate_models, format_report, EvalConfig, EvalReport};
 pub use events::{EventEffect, ScheduledEvent};
 pub use forecast::{Forecast, Forecaster};

@@ -84,6 +84,17 @@ impl Sums {
         self.covered = self.covered * decay + f64::from(u8::from(actual <= upper));
     }
 
+    /// Adds another run's (undecayed) sums to these.
+    fn merge(&mut self, other: &Self) {
+        self.weight += other.weight;
+        self.abs_err += other.abs_err;
+        self.abs_actual += other.abs_actual;
+        self.abs_naive_err += other.abs_naive_err;
+        self.signed_err += other.signed_err;
+        self.under += other.under;
+        self.covered += other.covered;
+    }
+
     fn stats(&self) -> ErrorStats {
         let ratio = |num: f64, den: f64| {
             if den > 0.0 {
@@ -373,6 +384,14 @@ impl Scoreboard {
     /// Restarts the all-time sums (the offline evaluation calls this at the train/test split).
     pub fn reset_totals(&mut self) {
         self.totals.fill(Sums::default());
+    }
+
+    /// Adds `other`'s all-time sums to this one's (same horizons and models; cells beyond
+    /// either are ignored): an offline evaluation keeps the scores of an ensemble it drops.
+    pub fn merge_totals(&mut self, other: &Self) {
+        for (mine, theirs) in self.totals.iter_mut().zip(&other.totals) {
+            mine.merge(theirs);
+        }
     }
 }
 
