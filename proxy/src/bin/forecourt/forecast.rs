@@ -2,22 +2,24 @@
 //! (train on the first part, score the rest) and print a table per horizon, or one JSON document.
 //!
 //! ```text
-//!  trace.csv[.gz] ─► parse_trace ─► per service: dense per-second series
-//!                                   ─► evaluate (same ensemble as the proxy)
+//!  trace.csv[.gz] ─► parse_trace ─► per service (on every core): sorted arrivals
+//!                                   ─► evaluate_arrivals (same ensembles and lifecycle as the
+//!                                      proxy; quiet spells are jumped, not stepped)
 //!                                   ─► table per horizon, or (--json) one JSON document
 //! ```
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use forecourt_predictor::ensemble::ENSEMBLE;
-use forecourt_predictor::evaluate::ModelScore;
-use forecourt_predictor::{
-    evaluate, format_report, parse_trace, EnsembleConfig, EvalConfig, EvalReport,
-};
+use forecourt_predictor::evaluate::{evaluate_arrivals, ModelScore};
+use forecourt_predictor::forecast::default_models;
+use forecourt_predictor::{format_report, parse_trace, EnsembleConfig, EvalConfig, EvalReport};
 use serde_json::json;
 
 /// What to evaluate.
@@ -92,38 +94,51 @@ pub fn run(options: &ForecastOptions) -> anyhow::Result<()> {
         ..EvalConfig::default()
     };
     let horizons = config.ensemble.horizons.clone();
-    let mut reports = Vec::new();
+    // Services are independent: evaluate them on every core, report them in trace order.
+    let done = AtomicUsize::new(0);
+    let next = AtomicUsize::new(0);
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 4)
+        .min(services.len());
     let terminal = std::io::stderr().is_terminal();
-    let mut out = std::io::stdout().lock();
-    for service in services {
-        let series = service.dense_series(seconds);
-        let started = Instant::now();
-        let mut last_shown = Instant::now();
-        let report = evaluate(&series, &config, |done, total| {
-            let now = Instant::now();
-            if (now - last_shown >= Duration::from_millis(200) || done == total) && total > 0 {
-                last_shown = now;
-                let line = format!(
-                    "{}: {:>3}% of {} s replayed",
-                    service.name,
-                    done * 100 / total,
-                    total
-                );
-                if terminal {
-                    eprint!("\r{line}");
-                } else if done == total {
-                    eprintln!("{line}");
+    let slots: Vec<Mutex<Option<(EvalReport, Duration)>>> =
+        services.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(service) = services.get(i) else {
+                    break;
+                };
+                let started = Instant::now();
+                let arrivals = arrivals(&service.rows, seconds);
+                let report =
+                    evaluate_arrivals(&arrivals, seconds, default_models, &config, |_, _| {});
+                if let Ok(mut slot) = slots[i].lock() {
+                    *slot = Some((report, started.elapsed()));
                 }
-            }
-        });
-        if terminal {
-            eprintln!();
+                let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
+                if terminal {
+                    eprint!("\revaluated {finished} of {} service(s)", services.len());
+                }
+            });
         }
+    });
+    if terminal {
+        eprintln!();
+    }
+    let mut reports = Vec::new();
+    let mut out = std::io::stdout().lock();
+    for (service, slot) in services.iter().zip(slots) {
+        let Some((report, replayed)) = slot.into_inner().ok().flatten() else {
+            bail!("{}: the evaluation did not finish", service.name);
+        };
         if options.json {
             reports.push(service_json(
                 &service.name,
                 service.total(),
-                started.elapsed(),
+                replayed,
                 &report,
             ));
             continue;
@@ -135,7 +150,7 @@ pub fn run(options: &ForecastOptions) -> anyhow::Result<()> {
             service.total(),
             seconds,
             parsed,
-            started.elapsed()
+            replayed
         )?;
         writeln!(out, "{}", format_report(&report))?;
     }
@@ -145,11 +160,28 @@ pub fn run(options: &ForecastOptions) -> anyhow::Result<()> {
             "train_fraction": options.train_fraction,
             "horizons_seconds": horizons,
             "parsed_in_seconds": parsed.as_secs_f64(),
+        "evaluated_in_seconds": started.elapsed().as_secs_f64(),
             "services": reports,
         });
         writeln!(out, "{}", serde_json::to_string_pretty(&document)?)?;
     }
     Ok(())
+}
+
+/// A service's rows as the evaluation reads them: sorted by second, repeated seconds added,
+/// rows at or past `seconds` dropped.
+fn arrivals(rows: &[(u64, u64)], seconds: u64) -> Vec<(u64, f64)> {
+    let mut sorted: Vec<(u64, u64)> = rows.iter().copied().filter(|&(t, _)| t < seconds).collect();
+    sorted.sort_unstable_by_key(|&(t, _)| t);
+    let mut out: Vec<(u64, f64)> = Vec::with_capacity(sorted.len());
+    for (t, count) in sorted {
+        match out.last_mut() {
+            Some((last, value)) if *last == t => *value += count as f64,
+            _ if count > 0 => out.push((t, count as f64)),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// One service's report as JSON: per horizon, every model's scores and the ensemble's.
@@ -179,6 +211,8 @@ fn service_json(
         "train_seconds": report.train_seconds,
         "test_seconds": report.test_seconds,
         "test_mean": report.test_mean,
+        "modelled_seconds": report.modelled_seconds,
+        "ensembles_built": report.ensembles_built,
         "replayed_in_seconds": replayed.as_secs_f64(),
         "horizons": horizons,
     })
