@@ -319,6 +319,18 @@ impl ControlLoop {
         self
     }
 
+    /// Whether `service` is at rest: its forecast is the idle one (no ensemble, no event, no
+    /// load; [`ForecastEngine::is_idle`]) and its last scaling decision a fixed point of no
+    /// traffic ([`crate::scale::autoscaler::ServiceScaler::at_rest`]). Until its next arrival
+    /// every tick decides the same, so a replay may skip them.
+    pub fn at_rest(&self, service: &str, now_ms: u64) -> bool {
+        let predictor = self.forecasts.predictor();
+        self.autoscaler.at_rest(service)
+            && predictor
+                .service_id(service)
+                .is_some_and(|id| self.forecasts.engine_ref().is_idle(predictor, id, now_ms))
+    }
+
     /// The upper forecast the scaling step last used for `service`, if it forecasts.
     pub fn last_forecast(&self, service: &str) -> Option<f64> {
         self.autoscaler.last_forecast(service)

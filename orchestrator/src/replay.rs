@@ -70,6 +70,15 @@ pub trait ReplayPolicy: Send {
     fn forecast(&self) -> Option<f64> {
         None
     }
+    /// Called after [`Self::desired`] for `tick`, when second `tick.t + 1` has no arrival and
+    /// the next one is at `next_arrival`: the first second after `tick.t` whose decision may
+    /// differ from this one if every second before `next_arrival` stays empty (`None`: the
+    /// next; the default). The replay skips the seconds in between and bills them in one step:
+    /// the answer must be exact, not a guess, so that a skipped replay equals a stepped one.
+    fn quiet_until(&self, tick: &Tick<'_>, next_arrival: u64) -> Option<u64> {
+        let _ = (tick, next_arrival);
+        None
+    }
 }
 
 // === Forecourt ===
@@ -271,6 +280,13 @@ impl ReplayPolicy for ForecourtReplay {
     fn forecast(&self) -> Option<f64> {
         self.last_forecast
     }
+
+    fn quiet_until(&self, tick: &Tick<'_>, next_arrival: u64) -> Option<u64> {
+        let now_ms = tick.t.saturating_mul(1_000) + 1_020;
+        self.control
+            .at_rest(REPLAYED, now_ms)
+            .then_some(next_arrival)
+    }
 }
 
 // === Knative KPA ===
@@ -281,16 +297,23 @@ pub struct KpaReplay {
     kpa: Kpa,
     windows: KpaWindows,
     last: u32,
+    /// The last second recorded: after skipped seconds the windows are given their zeros.
+    last_t: Option<u64>,
+    /// Seconds of zeros that make the windows as if every skipped second had been recorded.
+    backfill_secs: u64,
 }
 
 impl KpaReplay {
     /// KPA with `config`, starting from one pod.
     pub fn new(config: KpaConfig) -> Result<Self, Vec<KpaConfigError>> {
         let windows = KpaWindows::new(&config);
+        let backfill_secs = config.stable_window.as_secs().saturating_add(2);
         Ok(Self {
             kpa: Kpa::new(config)?,
             windows,
             last: 1,
+            last_t: None,
+            backfill_secs,
         })
     }
 }
@@ -302,6 +325,13 @@ impl ReplayPolicy for KpaReplay {
 
     fn desired(&mut self, tick: &Tick<'_>) -> u32 {
         let second_ms = tick.t.saturating_mul(1_000);
+        if let Some(last) = self.last_t {
+            let from = (last + 1).max(tick.t.saturating_sub(self.backfill_secs));
+            for skipped in from..tick.t {
+                self.windows.record(skipped * 1_000 + 500, 0.0);
+            }
+        }
+        self.last_t = Some(tick.t);
         self.windows.record(second_ms + 500, tick.arrivals());
         // Knative skips a decision when its windows hold no data.
         if let Some(observed) = self.windows.observed(second_ms + 999) {
@@ -316,6 +346,17 @@ impl ReplayPolicy for KpaReplay {
                 .desired;
         }
         self.last
+    }
+
+    fn quiet_until(&self, tick: &Tick<'_>, next_arrival: u64) -> Option<u64> {
+        // At zero with nothing in the windows and no panic, no traffic keeps it at zero.
+        let now_ms = tick.t.saturating_mul(1_000) + 999;
+        let windows_quiet = self
+            .windows
+            .observed(now_ms)
+            .is_none_or(|o| o.stable == 0.0 && o.panic == 0.0);
+        (self.last == 0 && tick.ordered == 0 && !self.kpa.panicking() && windows_quiet)
+            .then_some(next_arrival)
     }
 }
 
@@ -342,6 +383,12 @@ impl ReplayPolicy for Oracle {
             .fold(0.0, f64::max);
         instances_for(peak, self.per_instance)
     }
+
+    fn quiet_until(&self, tick: &Tick<'_>, next_arrival: u64) -> Option<u64> {
+        // It orders at `t` for `t + 1 ..= t + boot`: the next arrival shows `boot` seconds early.
+        let wakes = next_arrival.saturating_sub(self.boot_secs.max(1));
+        (tick.ordered == 0).then_some(wakes)
+    }
 }
 
 /// The values of the seconds an instance ordered at the end of second `t` covers until it is
@@ -364,8 +411,10 @@ pub const RATE_ORACLE_HALF_WIDTH: usize = 10;
 #[derive(Debug, Clone)]
 pub struct RateOracle {
     boot_secs: u64,
-    /// Instances each second's rate needs.
-    needs: Vec<u32>,
+    capacity: f64,
+    z: f64,
+    /// The rate of each second.
+    rates: Vec<f64>,
 }
 
 impl RateOracle {
@@ -374,14 +423,18 @@ impl RateOracle {
     /// `z` Poisson standard deviations over the rate with `capacity` requests per second per
     /// instance.
     pub fn new(rates: &[f64], boot_secs: u64, capacity: f64, z: f64) -> Self {
-        let needs = rates
-            .iter()
-            .map(|&rate| {
-                let rate = rate.max(0.0);
-                instances_for(rate + z * rate.sqrt(), capacity)
-            })
-            .collect();
-        Self { boot_secs, needs }
+        Self {
+            boot_secs,
+            capacity,
+            z,
+            rates: rates.to_vec(),
+        }
+    }
+
+    /// Instances the rate of one second needs.
+    fn need(&self, rate: f64) -> u32 {
+        let rate = rate.max(0.0);
+        instances_for(rate + self.z * rate.sqrt(), self.capacity)
     }
 }
 
@@ -391,11 +444,34 @@ impl ReplayPolicy for RateOracle {
     }
 
     fn desired(&mut self, tick: &Tick<'_>) -> u32 {
-        next_boot(&self.needs, tick.t, self.boot_secs)
+        next_boot(&self.rates, tick.t, self.boot_secs)
             .iter()
-            .copied()
+            .map(|&rate| self.need(rate))
             .max()
             .unwrap_or(0)
+    }
+
+    fn quiet_until(&self, tick: &Tick<'_>, next_arrival: u64) -> Option<u64> {
+        if tick.ordered != 0 {
+            return None;
+        }
+        // The first second after `t` whose rate needs an instance, `boot` seconds early.
+        let from = usize::try_from(tick.t.saturating_add(1)).unwrap_or(usize::MAX);
+        let to = usize::try_from(next_arrival.saturating_add(self.boot_secs))
+            .unwrap_or(usize::MAX)
+            .min(self.rates.len());
+        let first_need = self
+            .rates
+            .get(from..to.max(from))
+            .unwrap_or(&[])
+            .iter()
+            .position(|&rate| self.need(rate) > 0)
+            .map_or(to as u64, |i| (from + i) as u64);
+        Some(
+            first_need
+                .saturating_sub(self.boot_secs.max(1))
+                .min(next_arrival),
+        )
     }
 }
 
@@ -429,6 +505,10 @@ impl ReplayPolicy for StaticPeak {
 
     fn desired(&mut self, _tick: &Tick<'_>) -> u32 {
         self.instances
+    }
+
+    fn quiet_until(&self, _tick: &Tick<'_>, next_arrival: u64) -> Option<u64> {
+        Some(next_arrival)
     }
 }
 
@@ -464,27 +544,53 @@ pub struct RunReport {
     pub stats: FleetStats,
     /// Downsampled timeline.
     pub timeline: Vec<TimelinePoint>,
+    /// Seconds simulated one by one (the rest were quiet and billed in one step each).
+    pub stepped_seconds: u64,
 }
 
 /// Replays `series` (requests per second) through `policy` in front of a fleet of `shape`,
 /// starting with `initial` ready instances; the timeline keeps about `points` points;
-/// `progress(done, total)` is called every 65,536 seconds.
+/// `progress(done, total)` is called every 65,536 seconds. Quiet stretches (no arrivals, a quiet
+/// fleet, a policy that says it will decide the same: [`ReplayPolicy::quiet_until`]) are billed
+/// in one step instead of stepped through, so a replay costs its busy seconds.
 pub fn run(
     series: &[f64],
     policy: &mut dyn ReplayPolicy,
     shape: FleetShape,
     initial: u32,
     points: usize,
+    progress: impl FnMut(u64, u64),
+) -> RunReport {
+    run_stepping(series, policy, shape, initial, points, true, progress)
+}
+
+/// [`run`], skipping quiet stretches only when `skip` is set (a stepped run is the reference a
+/// skipped one must equal).
+pub fn run_stepping(
+    series: &[f64],
+    policy: &mut dyn ReplayPolicy,
+    shape: FleetShape,
+    initial: u32,
+    points: usize,
+    skip: bool,
     mut progress: impl FnMut(u64, u64),
 ) -> RunReport {
     let mut fleet = SimFleet::new(shape, initial);
     let total = series.len() as u64;
-    let span = (series.len() / points.max(1)).max(1);
-    let mut timeline = Vec::with_capacity(points + 1);
-    let (mut load_sum, mut forecast_sum, mut capacity_sum, mut forecasts, mut n) =
-        (0.0, 0.0, 0.0, 0usize, 0usize);
-    for (t, &arrivals) in series.iter().enumerate() {
-        let t = t as u64;
+    let span = (series.len() / points.max(1)).max(1) as u64;
+    let mut timeline = Timeline {
+        span,
+        points: Vec::with_capacity(points + 1),
+        ..Timeline::default()
+    };
+    // The next second with an arrival after `t`, found by a forward scan shared by all skips.
+    let mut next_busy = 0usize;
+    let mut next_progress = 0u64;
+    let mut stepped_seconds = 0u64;
+    let mut t = 0u64;
+    while t < total {
+        stepped_seconds += 1;
+        let arrivals = series[t as usize];
         fleet.step(t, arrivals);
         let tick = Tick {
             t,
@@ -496,31 +602,96 @@ pub fn run(
         };
         let desired = policy.desired(&tick);
         fleet.order(t, desired);
-        load_sum += arrivals;
-        capacity_sum += f64::from(fleet.ready()) * shape.capacity;
-        if let Some(f) = policy.forecast() {
-            forecast_sum += f;
-            forecasts += 1;
-        }
-        n += 1;
-        if n == span {
-            timeline.push(TimelinePoint {
-                t: t + 1 - span as u64,
-                load: load_sum / n as f64,
-                forecast: (forecasts > 0).then(|| forecast_sum / forecasts as f64),
-                ready_capacity: capacity_sum / n as f64,
-            });
-            (load_sum, forecast_sum, capacity_sum, forecasts, n) = (0.0, 0.0, 0.0, 0, 0);
-        }
-        if t.is_multiple_of(65_536) {
+        let capacity = f64::from(fleet.ready()) * shape.capacity;
+        timeline.add(t, 1, arrivals, policy.forecast(), capacity);
+        if t >= next_progress {
             progress(t, total);
+            next_progress = t + 65_536 - t % 65_536;
         }
+        t += 1;
+        if !skip || t >= total || series[t as usize] != 0.0 || !fleet.is_quiet() {
+            continue;
+        }
+        next_busy = next_busy.max(t as usize);
+        while series.get(next_busy).is_some_and(|&a| a == 0.0) {
+            next_busy += 1;
+        }
+        let next_arrival = next_busy as u64;
+        let settled = Tick {
+            t: t - 1,
+            series,
+            ready: fleet.ready(),
+            ordered: fleet.ordered(),
+            queued: 0.0,
+            waited: tick.waited,
+        };
+        let Some(until) = policy.quiet_until(&settled, next_arrival) else {
+            continue;
+        };
+        let resume = until.min(next_arrival).min(total);
+        if resume <= t {
+            continue;
+        }
+        fleet.idle_through(t, resume);
+        timeline.add(t, resume - t, 0.0, policy.forecast(), capacity);
+        t = resume;
     }
     progress(total, total);
     RunReport {
         policy: policy.name(),
         stats: fleet.stats().clone(),
-        timeline,
+        timeline: timeline.points,
+        stepped_seconds,
+    }
+}
+
+/// The downsampled timeline of a run, filled a second or a skipped stretch at a time.
+#[derive(Debug, Default)]
+struct Timeline {
+    span: u64,
+    points: Vec<TimelinePoint>,
+    load_sum: f64,
+    forecast_sum: f64,
+    capacity_sum: f64,
+    forecasts: u64,
+    n: u64,
+}
+
+impl Timeline {
+    /// Adds `seconds` seconds from `t` with the same load, forecast and ready capacity.
+    fn add(&mut self, t: u64, seconds: u64, load: f64, forecast: Option<f64>, capacity: f64) {
+        let mut left = seconds;
+        let mut at = t;
+        while left > 0 {
+            let take = left.min(self.span - self.n);
+            let k = take as f64;
+            self.load_sum += load * k;
+            self.capacity_sum += capacity * k;
+            if let Some(f) = forecast {
+                self.forecast_sum += f * k;
+                self.forecasts += take;
+            }
+            self.n += take;
+            at += take;
+            left -= take;
+            if self.n == self.span {
+                let n = self.n as f64;
+                self.points.push(TimelinePoint {
+                    t: at - self.span,
+                    load: self.load_sum / n,
+                    forecast: (self.forecasts > 0)
+                        .then(|| self.forecast_sum / self.forecasts as f64),
+                    ready_capacity: self.capacity_sum / n,
+                });
+                (
+                    self.load_sum,
+                    self.forecast_sum,
+                    self.capacity_sum,
+                    self.forecasts,
+                    self.n,
+                ) = (0.0, 0.0, 0.0, 0, 0);
+            }
+        }
     }
 }
 
@@ -697,6 +868,119 @@ mod tests {
         assert!(ratios.len() >= 2, "the sweeps overlap: {rows:?}");
         for ratio in ratios {
             assert!(ratio < 1.0, "{rows:?}");
+        }
+    }
+
+    /// Half a sparse day: short bursts (a few seconds to two minutes, 1 to 40 requests/s) at
+    /// irregular times, quiet in between for seconds to hours.
+    fn sparse_day() -> Vec<f64> {
+        let mut series = vec![0.0; 43_200];
+        let mut x = 17u64;
+        let mut t = 30usize;
+        while t < series.len() {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let length = 1 + (x >> 33) as usize % 120;
+            let rate = 1.0 + ((x >> 20) % 40) as f64;
+            for (i, slot) in series.iter_mut().skip(t).take(length).enumerate() {
+                *slot = (rate + (i % 3) as f64).round();
+            }
+            // Gaps from a few seconds to five and a half hours, most of them long.
+            t += length + [3, 40, 700, 6_000, 12_000, 20_000][(x >> 50) as usize % 6];
+        }
+        series
+    }
+
+    #[test]
+    fn a_skipped_replay_equals_a_stepped_one_for_every_policy() {
+        let series = sparse_day();
+        let shape = FleetShape {
+            warmup_secs: 600,
+            ..shape()
+        };
+        let rates = centred_mean(&series, RATE_ORACLE_HALF_WIDTH);
+        let policies: Vec<Box<dyn Fn() -> Box<dyn ReplayPolicy>>> = vec![
+            Box::new(|| Box::new(ForecourtReplay::new(default_scaling(10.0, 0.7)))),
+            Box::new(|| {
+                let mut reactive = default_scaling(10.0, 0.7);
+                reactive.predictive = false;
+                Box::new(ForecourtReplay::new(reactive))
+            }),
+            Box::new(|| {
+                let kpa = KpaReplay::new(KpaConfig::with_target(7.0)).expect("kpa");
+                Box::new(kpa)
+            }),
+            Box::new(|| {
+                Box::new(Oracle {
+                    boot_secs: 10,
+                    per_instance: 7.0,
+                })
+            }),
+            Box::new(|| Box::new(RateOracle::new(&rates, 10, 10.0, 1.0))),
+            Box::new(|| Box::new(StaticPeak { instances: 5 })),
+        ];
+        for make in &policies {
+            let stepped = run_stepping(&series, make().as_mut(), shape, 0, 100, false, |_, _| {});
+            let (mut seen, mut calls) = (0, 0);
+            let skipped = run_stepping(&series, make().as_mut(), shape, 0, 100, true, |done, _| {
+                seen = done;
+                calls += 1;
+            });
+            assert_eq!(seen, 43_200);
+            assert!(calls >= 2, "progress at the start and the end");
+            assert_eq!(skipped.policy, stepped.policy);
+            assert_eq!(stepped.stepped_seconds, 43_200);
+            // Forecourt steps through the hour an ensemble outlives a burst; the others only
+            // until their windows and fleet are quiet.
+            let bound = if skipped.policy.starts_with("forecourt") {
+                2
+            } else {
+                5
+            };
+            assert!(
+                skipped.stepped_seconds * bound < 43_200,
+                "{}: stepped {} s",
+                skipped.policy,
+                skipped.stepped_seconds
+            );
+            let (a, b) = (&skipped.stats, &stepped.stats);
+            let close = |x: f64, y: f64| (x - y).abs() <= 1e-6 * x.abs().max(1.0);
+            assert!(
+                a.arrived > 2_000.0 && a.arrived == b.arrived,
+                "{}",
+                a.arrived
+            );
+            assert_eq!(
+                (
+                    a.served_at_once,
+                    a.waited,
+                    a.past_deadline,
+                    a.cold_starts,
+                    a.scale_actions
+                ),
+                (
+                    b.served_at_once,
+                    b.waited,
+                    b.past_deadline,
+                    b.cold_starts,
+                    b.scale_actions
+                ),
+                "{}",
+                skipped.policy
+            );
+            assert_eq!(a.waits, b.waits, "{}", skipped.policy);
+            assert!(
+                close(a.instance_seconds, b.instance_seconds),
+                "{}: {a:?} {b:?}",
+                skipped.policy
+            );
+            assert!(close(a.idle_instance_seconds, b.idle_instance_seconds));
+            assert_eq!(skipped.timeline.len(), stepped.timeline.len());
+            for (x, y) in skipped.timeline.iter().zip(&stepped.timeline) {
+                assert_eq!(x.t, y.t);
+                assert!(close(x.load, y.load) && close(x.ready_capacity, y.ready_capacity));
+            }
         }
     }
 

@@ -233,6 +233,34 @@ impl SimFleet {
         }
     }
 
+    /// Whether nothing is queued and no instance is booting: with no arrivals, every second
+    /// until the next order is the same (see [`Self::idle_through`]).
+    pub fn is_quiet(&self) -> bool {
+        self.queue.is_empty() && self.pending.is_empty()
+    }
+
+    /// Simulates the seconds `from..to` without arrivals on a quiet fleet ([`Self::is_quiet`]) in
+    /// one step: what [`Self::step`] with no arrivals would do for each of them (bill the ready
+    /// instances, count their capacity as idle). A fleet that is not quiet is stepped second by
+    /// second instead.
+    pub fn idle_through(&mut self, from: u64, to: u64) {
+        if !self.is_quiet() {
+            for t in from..to {
+                self.step(t, 0.0);
+            }
+            return;
+        }
+        let measured = to.saturating_sub(from.max(self.shape.warmup_secs));
+        if measured == 0 {
+            return;
+        }
+        let instance_seconds = f64::from(self.ready) * measured as f64;
+        self.stats.instance_seconds += instance_seconds;
+        if self.shape.capacity > 0.0 {
+            self.stats.idle_instance_seconds += instance_seconds;
+        }
+    }
+
     /// What the fleet measured so far.
     pub fn stats(&self) -> &FleetStats {
         &self.stats
@@ -374,5 +402,29 @@ mod tests {
         fleet.order(1, 1);
         assert_eq!((fleet.ready(), fleet.ordered()), (1, 1));
         assert_eq!(fleet.stats().scale_actions, 3);
+    }
+
+    #[test]
+    fn an_idle_stretch_in_one_step_bills_as_stepping_through_it() {
+        let mut stepped = SimFleet::new(shape(), 0);
+        stepped.order(0, 3);
+        for t in 0..50 {
+            stepped.step(t, if t < 20 { 12.0 } else { 0.0 });
+        }
+        let mut jumped = stepped.clone();
+        assert!(stepped.is_quiet());
+        for t in 50..5_000 {
+            stepped.step(t, 0.0);
+        }
+        jumped.idle_through(50, 5_000);
+        assert_eq!(jumped.stats(), stepped.stats());
+        // Across the warm-up boundary only the measured part is billed.
+        let mut cold = SimFleet::new(shape(), 2);
+        let mut cold_stepped = cold.clone();
+        cold.idle_through(0, 30);
+        for t in 0..30 {
+            cold_stepped.step(t, 0.0);
+        }
+        assert_eq!(cold.stats(), cold_stepped.stats());
     }
 }

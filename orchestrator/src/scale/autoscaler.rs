@@ -177,6 +177,8 @@ pub struct ServiceScaler {
     headroom: Option<HeadroomController>,
     /// The next second whose arrivals the headroom controller has not counted.
     next_counted_sec: Option<u64>,
+    /// Whether the last decision was a fixed point of no traffic (see [`Self::at_rest`]).
+    at_rest: bool,
 }
 
 /// What the scaler needs to know about one service at a tick, besides its windows and forecast.
@@ -361,7 +363,28 @@ impl ServiceScaler {
             last_arrival_ms: self.last_arrival_ms,
             horizon_secs: self.horizon_secs(scaling) as f64,
         };
-        decide(scaling, &mut self.state, &inputs)
+        let decision = decide(scaling, &mut self.state, &inputs);
+        self.at_rest = scaling.slo.is_none()
+            && decision.desired == service.ordered
+            && decision.desired == scaling.min_replicas
+            && !decision.panicking
+            && decision.predictive.is_none_or(|p| p == 0)
+            && decision.demand == 0.0
+            && inputs.held_requests == 0
+            && inputs.stable_rate == 0.0
+            && inputs.panic_rate == 0.0
+            && inputs.stable_concurrency == 0.0
+            && inputs.panic_concurrency == 0.0
+            && inputs.dependency_demand == 0.0;
+        decision
+    }
+
+    /// Whether the last decision was at rest: no traffic, nothing forecast, held or pushed
+    /// from upstream, no panic, no headroom controller, and the replicas ordered already at
+    /// `min_replicas`. Ticks with no traffic then decide the same until something arrives or is
+    /// forecast: the replay simulator skips them.
+    pub fn at_rest(&self) -> bool {
+        self.at_rest
     }
 
     /// Records that `decision` was ordered (time-to-ready is measured from here).
@@ -515,6 +538,11 @@ impl Autoscaler {
     /// The headroom controller's state for `service`, when it declares an `slo`.
     pub fn headroom(&self, service: &str) -> Option<HeadroomState> {
         self.memory.get(service)?.headroom()
+    }
+
+    /// Whether `service`'s last decision was at rest (see [`ServiceScaler::at_rest`]).
+    pub fn at_rest(&self, service: &str) -> bool {
+        self.memory.get(service).is_some_and(ServiceScaler::at_rest)
     }
 
     /// The upper forecast at the horizon that the last tick used for `service`, if it forecasts.
