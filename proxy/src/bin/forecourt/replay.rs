@@ -146,13 +146,55 @@ pub struct ReplayOptions {
     pub plot: Option<PathBuf>,
 }
 
-/// One service to replay.
+/// One service to replay, held sparse (thousands of mostly idle services fit): each run
+/// builds the dense series it steps through.
 struct Target {
     name: String,
-    series: Vec<f64>,
-    /// Requests per second of each second as the rate oracle knows it.
-    rates: Vec<f64>,
+    /// Seconds replayed.
+    seconds: usize,
+    /// `(second, requests)` of the seconds with requests, in order.
+    arrivals: Vec<(usize, f64)>,
+    /// The true rate of each second, when known (an unscaled synthetic trace).
+    known_rates: Option<Vec<f64>>,
+    /// The busiest second's requests.
+    peak: f64,
     scaling: ScalingConfig,
+}
+
+impl Target {
+    /// Requests in each second (pages of zeros are never written, so a sparse service costs
+    /// its arrivals, not its length).
+    fn series(&self) -> Vec<f64> {
+        let mut series = vec![0.0; self.seconds];
+        for &(t, n) in &self.arrivals {
+            series[t] = n;
+        }
+        series
+    }
+
+    /// Requests per second of each second as the rate oracle knows it: the true rate when
+    /// known, else the centred mean of the counts.
+    fn rates(&self, series: &[f64]) -> Vec<f64> {
+        if let Some(rates) = &self.known_rates {
+            return rates.clone();
+        }
+        let window = 2 * RATE_ORACLE_HALF_WIDTH + 1;
+        if self.arrivals.len().saturating_mul(window) >= self.seconds {
+            return centred_mean(series, RATE_ORACLE_HALF_WIDTH);
+        }
+        // Sparse: spread each arrival over the windows that hold it.
+        let mut rates = vec![0.0; self.seconds];
+        for &(t, n) in &self.arrivals {
+            let from = t.saturating_sub(RATE_ORACLE_HALF_WIDTH);
+            let to = (t + RATE_ORACLE_HALF_WIDTH + 1).min(self.seconds);
+            for (i, rate) in rates.iter_mut().enumerate().take(to).skip(from) {
+                let lo = i.saturating_sub(RATE_ORACLE_HALF_WIDTH);
+                let hi = (i + RATE_ORACLE_HALF_WIDTH + 1).min(self.seconds);
+                *rate += n / (hi - lo) as f64;
+            }
+        }
+        rates
+    }
 }
 
 fn targets(options: &ReplayOptions) -> anyhow::Result<Vec<Target>> {
@@ -160,49 +202,57 @@ fn targets(options: &ReplayOptions) -> anyhow::Result<Vec<Target>> {
         Some(path) => Some(Policy::load(path).map_err(|e| anyhow::anyhow!("{e}"))?),
         None => None,
     };
-    // Each service's counts, and its true rate when known (a synthetic trace's λ(t)).
-    type Service = (String, Vec<f64>, Option<Vec<f64>>);
-    let services: Vec<Service> = match (&options.trace, options.synthetic) {
-        (_, Some(family)) => {
-            if !(options.rate > 0.0 && options.rate <= 1e6) {
-                bail!("--rate must be above 0 and at most 1000000");
+    // Each service's counts (built one service at a time: a trace of thousands of services
+    // is held sparse), and its true rate when known (a synthetic trace's λ(t)).
+    enum Counts {
+        Dense(Vec<f64>, Option<Vec<f64>>),
+        Rows(forecourt_predictor::trace::ServiceTrace),
+    }
+    let (services, seconds): (Vec<(String, Counts)>, u64) =
+        match (&options.trace, options.synthetic) {
+            (_, Some(family)) => {
+                if !(options.rate > 0.0 && options.rate <= 1e6) {
+                    bail!("--rate must be above 0 and at most 1000000");
+                }
+                let synthetic = Synthetic {
+                    family,
+                    mean_rate: options.rate,
+                    seconds: options.seconds.as_secs().max(1),
+                    seed: options.seed,
+                };
+                let rates = synthetic.rates(synthetic.default_period());
+                let series = synthetic.series();
+                let seconds = series.len() as u64;
+                let counts = Counts::Dense(series, Some(rates));
+                (vec![(family.name().to_owned(), counts)], seconds)
             }
-            let synthetic = Synthetic {
-                family,
-                mean_rate: options.rate,
-                seconds: options.seconds.as_secs().max(1),
-                seed: options.seed,
-            };
-            let rates = synthetic.rates(synthetic.default_period());
-            vec![(family.name().to_owned(), synthetic.series(), Some(rates))]
-        }
-        (Some(path), None) => {
-            let trace = parse_trace(open_trace(path)?)
-                .with_context(|| format!("{}: not a trace", path.display()))?;
-            let seconds = trace.duration_sec();
-            trace
-                .services
-                .iter()
-                .map(|s| (s.name.clone(), s.dense_series(seconds), None))
-                .collect()
-        }
-        (None, None) => bail!("give --trace FILE or --synthetic FAMILY"),
-    };
-    let seconds = services
-        .iter()
-        .map(|(_, s, _)| s.len() as u64)
-        .max()
-        .unwrap_or(0);
+            (Some(path), None) => {
+                let trace = parse_trace(open_trace(path)?)
+                    .with_context(|| format!("{}: not a trace", path.display()))?;
+                let seconds = trace.duration_sec();
+                let services = trace
+                    .services
+                    .into_iter()
+                    .map(|s| (s.name.clone(), Counts::Rows(s)))
+                    .collect();
+                (services, seconds)
+            }
+            (None, None) => bail!("give --trace FILE or --synthetic FAMILY"),
+        };
     let from = options.from.map_or(0, |d| d.as_secs()).min(seconds);
     let to = options.to.map_or(seconds, |d| d.as_secs()).min(seconds);
     if to <= from {
         bail!("--from {from}s is not before --to {to}s (the trace lasts {seconds}s)");
     }
     let mut out = Vec::new();
-    for (name, dense, known_rates) in services {
+    for (name, counts) in services {
         if options.service.as_deref().is_some_and(|s| s != name) {
             continue;
         }
+        let (dense, known_rates) = match counts {
+            Counts::Dense(series, rates) => (series, rates),
+            Counts::Rows(rows) => (rows.dense_series(seconds), None),
+        };
         let range = usize::try_from(from).unwrap_or(0)..usize::try_from(to).unwrap_or(0);
         let slice = dense.get(range.clone()).unwrap_or(&[]);
         let series = if options.multiply {
@@ -215,19 +265,26 @@ fn targets(options: &ReplayOptions) -> anyhow::Result<Vec<Target>> {
         };
         // The rate the rate oracle knows: the true one of an unscaled synthetic trace, else
         // the centred mean of the counts replayed.
-        let rates = known_rates
+        let known_rates = known_rates
             .filter(|_| options.scale == 1.0 && !options.multiply)
-            .and_then(|r| r.get(range).map(<[f64]>::to_vec))
-            .unwrap_or_else(|| centred_mean(&series, RATE_ORACLE_HALF_WIDTH));
+            .and_then(|r| r.get(range).map(<[f64]>::to_vec));
         let scaling = policy
             .as_ref()
             .and_then(|p| p.service(&name))
             .and_then(|s| s.scaling.clone())
             .unwrap_or_else(|| default_scaling(options.capacity, 0.7));
+        let arrivals: Vec<(usize, f64)> = series
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|&(_, n)| n != 0.0)
+            .collect();
         out.push(Target {
             name,
-            series,
-            rates,
+            seconds: series.len(),
+            peak: series.iter().copied().fold(0.0, f64::max),
+            arrivals,
+            known_rates,
             scaling,
         });
     }
@@ -304,9 +361,15 @@ fn settings(options: &ReplayOptions, kind: usize) -> Vec<Setting> {
 /// One run to do: a policy at one setting over one service.
 struct Job<'a> {
     target: &'a Target,
+    /// The target's place in the trace (only the first few keep a detailed timeline).
+    index: usize,
     kind: usize,
     setting: usize,
 }
+
+/// Services whose runs keep a 400-point timeline (for plots and JSON); the others keep one
+/// point, so thousands of services × dozens of runs stay small.
+const TIMELINE_SERVICES: usize = 10;
 
 /// Requests per second one instance serves: its capacity, or concurrency / service time.
 fn rps_capacity(scaling: &ScalingConfig, options: &ReplayOptions) -> f64 {
@@ -318,13 +381,14 @@ fn rps_capacity(scaling: &ScalingConfig, options: &ReplayOptions) -> f64 {
 
 fn policy_for(
     target: &Target,
+    series: &[f64],
     kind: usize,
     setting: Setting,
     options: &ReplayOptions,
 ) -> anyhow::Result<Box<dyn ReplayPolicy>> {
     let capacity = rps_capacity(&target.scaling, options);
     let per_instance = capacity * setting.utilization;
-    let peak = target.series.iter().copied().fold(0.0, f64::max);
+    let peak = target.peak;
     Ok(match kind {
         0 => {
             let mut scaling = target.scaling.clone();
@@ -351,7 +415,7 @@ fn policy_for(
             per_instance,
         }),
         RATE_ORACLE => Box::new(RateOracle::new(
-            &target.rates,
+            &target.rates(series),
             options.boot.max.as_secs(),
             capacity,
             setting.noise_z.unwrap_or(0.0),
@@ -441,18 +505,19 @@ pub fn run_replay(options: &ReplayOptions) -> anyhow::Result<()> {
     let all_settings: Vec<Vec<Setting>> =
         (0..POLICIES.len()).map(|k| settings(options, k)).collect();
     let mut jobs = Vec::new();
-    for target in &targets {
+    for (index, target) in targets.iter().enumerate() {
         for (kind, list) in all_settings.iter().enumerate() {
             for setting in 0..list.len() {
                 jobs.push(Job {
                     target,
+                    index,
                     kind,
                     setting,
                 });
             }
         }
     }
-    let total_seconds: u64 = jobs.iter().map(|j| j.target.series.len() as u64).sum();
+    let total_seconds: u64 = jobs.iter().map(|j| j.target.seconds as u64).sum();
     let done_seconds = AtomicU64::new(0);
     let results: Mutex<Results> = Mutex::new(BTreeMap::new());
     let next = AtomicU64::new(0);
@@ -467,7 +532,8 @@ pub fn run_replay(options: &ReplayOptions) -> anyhow::Result<()> {
                 let i = next.fetch_add(1, Ordering::Relaxed) as usize;
                 let Some(job) = jobs.get(i) else { break };
                 let setting = all_settings[job.kind][job.setting];
-                let mut policy = match policy_for(job.target, job.kind, setting, options) {
+                let series = job.target.series();
+                let mut policy = match policy_for(job.target, &series, job.kind, setting, options) {
                     Ok(p) => p,
                     Err(e) => {
                         if let Ok(mut errors) = errors.lock() {
@@ -479,7 +545,7 @@ pub fn run_replay(options: &ReplayOptions) -> anyhow::Result<()> {
                 let initial = match job.kind {
                     STATIC_PEAK => policy.desired(&Tick {
                         t: 0,
-                        series: &job.target.series,
+                        series: &series,
                         ready: 0,
                         ordered: 0,
                         queued: 0.0,
@@ -489,11 +555,15 @@ pub fn run_replay(options: &ReplayOptions) -> anyhow::Result<()> {
                 };
                 let mut last = 0;
                 let report = run(
-                    &job.target.series,
+                    &series,
                     policy.as_mut(),
                     shape(job.target),
                     initial,
-                    400,
+                    if job.index < TIMELINE_SERVICES {
+                        400
+                    } else {
+                        1
+                    },
                     |done, _| {
                         let all =
                             done_seconds.fetch_add(done - last, Ordering::Relaxed) + (done - last);
@@ -528,19 +598,24 @@ pub fn run_replay(options: &ReplayOptions) -> anyhow::Result<()> {
         results: &results,
     };
     let elapsed = started.elapsed();
-    let seconds: usize = targets.iter().map(|t| t.series.len()).sum();
+    let seconds: usize = targets.iter().map(|t| t.seconds).sum();
+    let stepped: u64 = results
+        .values()
+        .flat_map(|totals| totals.runs.iter().map(|r| r.stepped_seconds))
+        .sum();
     if options.json {
         println!("{}", serde_json::to_string_pretty(&report.json(&targets))?);
     } else {
         let mut out = std::io::stdout().lock();
         writeln!(
             out,
-            "{} service(s), {} s of trace ({} s warm-up not measured), {} runs, replayed in {:.1?}; boot {:?}..{:?}, capacity per instance from the policy (default {}/s), deadline {} s, scale ×{}{}\n",
+            "{} service(s), {} s of trace ({} s warm-up not measured), {} runs, replayed in {:.1?} ({:.1} % of the policy-seconds stepped, the rest quiet); boot {:?}..{:?}, capacity per instance from the policy (default {}/s), deadline {} s, scale ×{}{}\n",
             targets.len(),
             seconds,
             options.warmup.as_secs(),
             jobs.len(),
             elapsed,
+            100.0 * stepped as f64 / (total_seconds as f64).max(1.0),
             options.boot.min,
             options.boot.max,
             options.capacity,
@@ -784,6 +859,7 @@ impl Report<'_> {
                     "instance_seconds": s.instance_seconds,
                     "idle_instance_seconds": s.idle_instance_seconds,
                     "scale_actions": s.scale_actions,
+                    "stepped_seconds": totals.runs.iter().map(|r| r.stepped_seconds).sum::<u64>(),
                     "timeline": totals.runs.iter().map(|r| json!({
                         "points": r.timeline.iter().map(|p| json!([p.t, p.load, p.forecast, p.ready_capacity])).collect::<Vec<_>>(),
                     })).collect::<Vec<_>>(),

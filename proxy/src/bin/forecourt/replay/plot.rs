@@ -274,6 +274,7 @@ mod tests {
                     ready_capacity: 60.0,
                 })
                 .collect(),
+            stepped_seconds: 6_000,
         };
         let dir = std::env::temp_dir().join(format!("forecourt-plot-{}", std::process::id()));
         let files = write_plots(
