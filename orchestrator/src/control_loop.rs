@@ -331,6 +331,15 @@ impl ControlLoop {
                 .is_some_and(|id| self.forecasts.engine_ref().is_idle(predictor, id, now_ms))
     }
 
+    /// When an idle `service`'s daily profile may next give a forecast at some horizon up to
+    /// `lookahead_secs` ([`forecourt_predictor::ForecastEngine::next_wake_sec`]).
+    pub fn next_wake_sec(&self, service: &str, lookahead_secs: u64) -> Option<u64> {
+        let id = self.forecasts.predictor().service_id(service)?;
+        self.forecasts
+            .engine_ref()
+            .next_wake_sec(id, lookahead_secs)
+    }
+
     /// The upper forecast the scaling step last used for `service`, if it forecasts.
     pub fn last_forecast(&self, service: &str) -> Option<f64> {
         self.autoscaler.last_forecast(service)

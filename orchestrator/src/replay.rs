@@ -29,6 +29,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::backend::{Orchestrator, OrchestratorError, Update};
 use crate::control_loop::{ControlLoop, ControlPlane, HostService, HostState};
+use crate::scale::decide::MAX_HORIZON;
 use crate::scale::kpa::{Kpa, KpaConfig, KpaConfigError, KpaWindows};
 pub use compare::{equal_cost, pareto, EqualCost, SweepPoint};
 pub use fleet::{FleetShape, FleetStats, SimFleet};
@@ -283,9 +284,17 @@ impl ReplayPolicy for ForecourtReplay {
 
     fn quiet_until(&self, tick: &Tick<'_>, next_arrival: u64) -> Option<u64> {
         let now_ms = tick.t.saturating_mul(1_000) + 1_020;
-        self.control
-            .at_rest(REPLAYED, now_ms)
-            .then_some(next_arrival)
+        if !self.control.at_rest(REPLAYED, now_ms) {
+            return None;
+        }
+        // The longest horizon the scaler reads: its own, or the auto horizon's ceiling.
+        let horizon = match self.state.service.scaling.as_ref().map(|s| s.horizon) {
+            Some(forecourt_config::Horizon::Fixed(fixed)) => fixed.max(MAX_HORIZON),
+            _ => MAX_HORIZON,
+        };
+        let lookahead = horizon.as_secs() + 1;
+        let wake = self.control.next_wake_sec(REPLAYED, lookahead);
+        Some(wake.map_or(next_arrival, |w| w.min(next_arrival)))
     }
 }
 
@@ -982,6 +991,46 @@ mod tests {
                 assert!(close(x.load, y.load) && close(x.ready_capacity, y.ready_capacity));
             }
         }
+    }
+
+    #[test]
+    fn a_service_back_at_the_same_minute_every_day_is_woken_before_it() {
+        // Three days; every day at 09:00, 40 s at 5 requests/s; nothing else.
+        let day = 86_400usize;
+        let mut series = vec![0.0; 3 * day];
+        for d in 0..3 {
+            let nine = d * day + 9 * 3_600;
+            for slot in &mut series[nine..nine + 40] {
+                *slot = 5.0;
+            }
+        }
+        let shape = FleetShape {
+            warmup_secs: 600,
+            ..shape()
+        };
+        let policy = || ForecourtReplay::new(default_scaling(10.0, 0.7));
+        let skipped = run(&series, &mut policy(), shape, 0, 100, |_, _| {});
+        let stepped = run_stepping(&series, &mut policy(), shape, 0, 100, false, |_, _| {});
+        assert_eq!(skipped.stats.cold_starts, stepped.stats.cold_starts);
+        assert_eq!(skipped.stats.waits, stepped.stats.waits);
+        assert!((skipped.stats.instance_seconds - stepped.stats.instance_seconds).abs() < 1e-6);
+        assert!(skipped.stepped_seconds * 4 < stepped.stepped_seconds);
+        // Day one starts cold (10 s boot at 5/s); on days two and three the profile has
+        // the instance ready when the minute comes.
+        let kpa = run(
+            &series,
+            &mut KpaReplay::new(KpaConfig::with_target(7.0)).expect("kpa"),
+            shape,
+            0,
+            100,
+            |_, _| {},
+        );
+        assert!(kpa.stats.cold_starts >= 3.0 * 40.0, "{:?}", kpa.stats);
+        assert!(
+            skipped.stats.cold_starts <= 60.0,
+            "only the first day is cold: {:?}",
+            skipped.stats
+        );
     }
 
     #[test]

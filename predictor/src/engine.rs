@@ -16,8 +16,12 @@
 //! while it has traffic: it is built at the first second with an arrival and dropped after
 //! [`EnsembleConfig::idle_forget_secs`] (an hour by default) without one, so ten thousand
 //! services of which a few hundred are busy hold a few hundred ensembles and tick only those.
-//! An idle service forecasts nothing (its forecast is `None`, so scaling reacts to live load,
-//! like a service still warming up) unless a scheduled event says otherwise.
+//! What an idle service keeps is its [`DailyProfile`] (2.9 KiB: arrivals per minute of the day,
+//! averaged over days): without an ensemble it forecasts the profile's rate for the target
+//! second, so a service that comes back at the same minute every day is forecast, and scaled
+//! up, a horizon before it does; elsewhere it forecasts nothing (`None`: scaling reacts to live
+//! load, like a service still warming up) unless a scheduled event says otherwise.
+//! [`ForecastEngine::next_wake_sec`] says when the profile next has something to say.
 
 use crate::burst::{BurstConfig, BurstState, PanicSignal};
 #[cfg(test)]
@@ -26,6 +30,10 @@ use crate::ensemble::{Ensemble, EnsembleConfig, EnsembleSnapshot};
 use crate::events::{apply_events, ScheduledEvent};
 use crate::forecast::Forecast;
 use crate::predictor::{Predictor, PredictorError, ServiceId};
+use crate::profile::{poisson_quantile, DailyProfile, PROFILE_SLOT_SECS};
+
+/// Name of the forecast an idle service's daily profile makes.
+pub const PROFILE: &str = "daily_profile";
 
 /// Settings of the [`ForecastEngine`].
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -87,6 +95,34 @@ struct ServiceState {
     burst: BurstState,
     next_sec: Option<u64>,
     events: Vec<ScheduledEvent>,
+    /// Allocated at the first arrival; kept while idle.
+    profile: Option<Box<DailyProfile>>,
+    /// The minute being counted for the profile, and its arrivals so far.
+    minute: u64,
+    minute_count: u64,
+}
+
+impl ServiceState {
+    /// Closes the counted minute when `sec` is in a later one: a minute with arrivals, or any
+    /// minute while the service is modelled, goes into the profile.
+    fn count_minute(&mut self, sec: u64, count: u64) {
+        let minute = sec / PROFILE_SLOT_SECS;
+        if minute != self.minute {
+            if self.minute_count > 0 || (self.ensemble.is_some() && self.profile.is_some()) {
+                self.profile
+                    .get_or_insert_with(|| Box::new(DailyProfile::new()))
+                    .record(self.minute, self.minute_count);
+            }
+            self.minute = minute;
+            self.minute_count = 0;
+        }
+        self.minute_count += count;
+    }
+
+    /// The profile's rate for the second `sec` (0 without a profile).
+    fn profile_rate(&self, sec: u64) -> f64 {
+        self.profile.as_ref().map_or(0.0, |p| p.rate_at(sec))
+    }
 }
 
 /// Per-service ensembles and panic signals, ticked once a second by the control loop.
@@ -107,6 +143,9 @@ impl ForecastEngine {
                 burst: BurstState::default(),
                 next_sec: None,
                 events: Vec::new(),
+                profile: None,
+                minute: 0,
+                minute_count: 0,
             })
             .collect();
         Self { config, services }
@@ -156,6 +195,7 @@ impl ForecastEngine {
                 if count > 0 {
                     state.last_arrival_sec = Some(sec);
                 }
+                state.count_minute(sec, count);
                 match &mut state.ensemble {
                     Some(ensemble) => ensemble.observe(sec, count as f64),
                     None if count > 0 => {
@@ -172,6 +212,13 @@ impl ForecastEngine {
                 .is_none_or(|last| current_sec.saturating_sub(last) > forget);
             if quiet {
                 state.ensemble = None;
+                if state
+                    .profile
+                    .as_ref()
+                    .is_some_and(|p| p.is_stale(current_sec))
+                {
+                    state.profile = None;
+                }
             }
             state.burst = state.panic.update(now_ms, windows.arrivals());
         }
@@ -200,28 +247,63 @@ impl ForecastEngine {
     }
 
     /// The forecast `horizon_sec` after the last closed second (any horizon, e.g. the service's
-    /// time-to-ready), with scheduled events applied; `None` for an idle service unless a
-    /// scheduled event is active then (its forecast is the event's, on no traffic).
+    /// time-to-ready), with scheduled events applied; for an idle service, its daily profile's
+    /// (events applied on top), and `None` where the profile has nothing and no event is
+    /// active.
     pub fn forecast(&self, id: ServiceId, horizon_sec: u64) -> Option<HorizonForecast> {
         let state = self.state(id)?;
         match &state.ensemble {
             Some(ensemble) => Some(Self::with_events(state, ensemble.forecast_at(horizon_sec))),
             None => {
-                let forecast = Self::with_events(state, Forecast::none(horizon_sec));
-                forecast.event_active.then_some(forecast)
+                let raw = self.idle_forecast(state, horizon_sec);
+                let forecast = Self::with_events(state, raw);
+                (forecast.event_active || raw.point > 0.0).then_some(forecast)
             }
         }
     }
 
+    /// An idle service's forecast: its daily profile's rate at the target second (upper: the
+    /// Poisson quantile at the ensemble's upper quantile), or none.
+    fn idle_forecast(&self, state: &ServiceState, horizon_sec: u64) -> Forecast {
+        let rate = state.profile_rate(Self::target_ms(state, horizon_sec) / 1_000);
+        if rate <= 0.0 {
+            return Forecast::none(horizon_sec);
+        }
+        Forecast {
+            model: PROFILE,
+            horizon_sec,
+            point: rate,
+            upper: poisson_quantile(rate, self.config.ensemble.score.upper_quantile).max(rate),
+        }
+    }
+
+    /// The first second, from the service's next one, at which an idle service's forecast at
+    /// some horizon up to `lookahead_secs` may come from its daily profile (the profile's next
+    /// busy minute, `lookahead_secs` early), looking a day ahead; `None` if the profile has
+    /// nothing in that day, or the service holds an ensemble (it is not idle).
+    pub fn next_wake_sec(&self, id: ServiceId, lookahead_secs: u64) -> Option<u64> {
+        let state = self.state(id)?;
+        if state.ensemble.is_some() {
+            return None;
+        }
+        let profile = state.profile.as_ref()?;
+        let from = state.next_sec?;
+        let busy = profile.next_busy(from, from.saturating_add(86_400 + lookahead_secs))?;
+        Some(busy.saturating_sub(lookahead_secs).max(from))
+    }
+
     /// The count the second `horizon_sec` after the last closed second stays at or below with
-    /// probability `q` (see [`Ensemble::demand_at`]), with scheduled events applied (on no
-    /// traffic for an idle service).
+    /// probability `q` (see [`Ensemble::demand_at`]), with scheduled events applied; for an idle
+    /// service, the Poisson quantile of its daily profile's rate (0 where it has none).
     pub fn demand(&self, id: ServiceId, horizon_sec: u64, q: f64) -> Option<f64> {
         let state = self.state(id)?;
-        let demand = state
-            .ensemble
-            .as_ref()
-            .map_or(0.0, |e| e.demand_at(horizon_sec, q));
+        let demand = match &state.ensemble {
+            Some(ensemble) => ensemble.demand_at(horizon_sec, q),
+            None => poisson_quantile(
+                state.profile_rate(Self::target_ms(state, horizon_sec) / 1_000),
+                q,
+            ),
+        };
         Some(apply_events(
             &state.events,
             Self::target_ms(state, horizon_sec),
@@ -282,7 +364,7 @@ impl ForecastEngine {
                     .ensemble
                     .horizons
                     .iter()
-                    .map(|&h| Self::with_events(state, Forecast::none(h)))
+                    .map(|&h| Self::with_events(state, self.idle_forecast(state, h)))
                     .collect();
                 let empty = EnsembleSnapshot {
                     at_sec: None,
@@ -306,14 +388,27 @@ impl ForecastEngine {
     }
 
     /// Whether the service's snapshot is its idle one: no ensemble, no scheduled event, no
-    /// arrivals in the stable window and nothing in flight over it. Such a snapshot does not
-    /// change from tick to tick, so a publisher may keep the one it built before.
+    /// arrivals in the stable window, nothing in flight over it, and nothing in its daily
+    /// profile within the longest horizon. Such a snapshot does not change from tick to tick,
+    /// so a publisher may keep the one it built before.
     pub fn is_idle(&self, predictor: &Predictor, id: ServiceId, now_ms: u64) -> bool {
         let (Some(state), Some(windows)) = (self.state(id), predictor.service(id)) else {
             return false;
         };
+        let longest = self
+            .config
+            .ensemble
+            .horizons
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(0);
         state.ensemble.is_none()
             && state.events.is_empty()
+            && state.profile.as_ref().is_none_or(|p| {
+                let from = state.next_sec.unwrap_or(now_ms / 1_000);
+                p.next_busy(from, from + longest + 1).is_none()
+            })
             && !state.burst.panicking
             && state.burst.stable_rate == 0.0
             && state.burst.panic_rate == 0.0
@@ -419,6 +514,51 @@ mod tests {
             engine.ensemble(web).and_then(Ensemble::last_observed),
             Some(back / 1_000)
         );
+    }
+
+    #[test]
+    fn an_idle_service_is_forecast_from_its_daily_profile_when_it_comes_back() {
+        let (predictor, mut engine, web) = setup();
+        let day = 86_400_000u64;
+        let nine = 10 * day + 9 * 3_600_000;
+        engine.tick(&predictor, nine - 5_000);
+        // Day 10, 09:00:00–09:00:29: two arrivals a second; ticked through 09:01:05.
+        let mut now = nine - 5_000;
+        while now < nine + 65_000 {
+            if (nine..nine + 30_000).contains(&now) {
+                predictor.record_arrivals(web, 2, now + 100);
+            }
+            now += 1_000;
+            engine.tick(&predictor, now);
+        }
+        assert!(engine.ensemble(web).is_some());
+        // Two hours later the ensemble is gone; the profile stays.
+        engine.tick(&predictor, nine + 2 * 3_600_000);
+        assert!(engine.ensemble(web).is_none());
+        // Day 11, 08:58:00: the forecast 150 s ahead (09:00:29) is the profile's 1/s.
+        let before = nine + day - 120_000;
+        engine.tick(&predictor, before);
+        assert_eq!(engine.forecast(web, 60), None, "08:58:59: nothing");
+        let ahead = engine.forecast(web, 150).expect("the profile's forecast");
+        assert!((ahead.point - 1.0).abs() < 0.05, "{ahead:?}");
+        assert!(ahead.upper >= 2.0 && !ahead.event_active, "{ahead:?}");
+        assert_eq!(engine.demand(web, 150, 0.9), Some(2.0));
+        assert_eq!(engine.demand(web, 60, 0.9), Some(0.0));
+        // Wake-up: the busy minute, a lookahead early; idle until then (horizons ≤ 60 s).
+        assert_eq!(
+            engine.next_wake_sec(web, 120),
+            Some((nine + day) / 1_000 - 120)
+        );
+        assert!(engine.is_idle(&predictor, web, before));
+        engine.tick(&predictor, nine + day - 30_000);
+        assert!(!engine.is_idle(&predictor, web, nine + day - 30_000));
+        let snap = engine
+            .snapshot(&predictor, web, nine + day - 30_000)
+            .expect("snapshot");
+        assert!(!snap.modelled && snap.horizons.iter().any(|h| h.point > 0.9));
+        // The other service never had traffic: no profile, no wake.
+        let api = predictor.service_id("api").expect("api");
+        assert_eq!(engine.next_wake_sec(api, 120), None);
     }
 
     #[test]
