@@ -196,3 +196,156 @@ fn scaling_a_trace_superposes_unless_told_to_multiply() {
     assert!(arrived(&report) > 0.0);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Runs `forecourt forecast` and a one-setting-per-policy `forecourt replay` on a fleet trace
+/// and returns both JSON documents.
+fn forecast_and_replay(trace: &std::path::Path) -> (serde_json::Value, serde_json::Value) {
+    let bin = forecourt_bin();
+    let started = std::time::Instant::now();
+    let forecast = json_output(
+        Command::new(bin)
+            .args(["forecast", "--json", "--trace"])
+            .arg(trace),
+    );
+    let replay = json_output(
+        Command::new(bin)
+            .args([
+                "replay",
+                "--json",
+                "--utilization",
+                "0.7",
+                "--waiting-cost",
+                "1",
+            ])
+            .args(["--forecourt-utilization", "0.7", "--rate-oracle-z", "1"])
+            .args(["--trace"])
+            .arg(trace),
+    );
+    eprintln!(
+        "forecast {:.1} s, then replay: {:.1?} in all",
+        forecast["evaluated_in_seconds"].as_f64().unwrap_or(0.0),
+        started.elapsed()
+    );
+    (forecast, replay)
+}
+
+/// The seconds `forecourt forecast` models a service whose trace rows are `seconds`: from each
+/// arrival after a quiet spell until `forget` seconds after the last arrival before the next.
+fn modelled_seconds(arrivals: &[u64], total: u64, forget: u64) -> u64 {
+    let mut modelled = 0;
+    let mut stretch: Option<(u64, u64)> = None;
+    for &t in arrivals {
+        stretch = match stretch {
+            Some((first, last)) if t <= last + forget => Some((first, t)),
+            Some((first, last)) => {
+                modelled += last + forget + 1 - first;
+                Some((t, t))
+            }
+            None => Some((t, t)),
+        };
+    }
+    if let Some((first, last)) = stretch {
+        modelled += (last + forget + 1).min(total) - first;
+    }
+    modelled
+}
+
+#[test]
+fn a_fleet_of_mostly_idle_services_costs_its_busy_seconds_in_forecast_and_replay() {
+    let dir = scratch_dir("fleet-trace");
+    let trace = dir.join("fleet.csv");
+    let (services, seconds) = (40usize, 12 * 3_600u64);
+    let totals = write_fleet_trace(&trace, services, seconds, 7);
+    let with_traffic = totals.iter().filter(|&&n| n > 0).count();
+    assert!(with_traffic > 30, "{with_traffic}");
+    // Each service's seconds with requests, from the file itself.
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let mut busy: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+    for line in text.lines().skip(1) {
+        let mut fields = line.split(',');
+        let t: u64 = fields.next().unwrap().parse().unwrap();
+        let list = busy.entry(fields.next().unwrap().to_owned()).or_default();
+        if list.last() != Some(&t) {
+            list.push(t);
+        }
+    }
+    let duration = busy.values().filter_map(|v| v.last()).max().unwrap() + 1;
+    let (forecast, replay) = forecast_and_replay(&trace);
+
+    // Forecast: every service with traffic is evaluated, exactly while it holds an ensemble
+    // (from an arrival until an idle hour), and the quiet rest is jumped.
+    let reports = forecast["services"].as_array().unwrap();
+    assert_eq!(reports.len(), with_traffic);
+    let mut modelled = 0;
+    for report in reports {
+        let name = report["service"].as_str().unwrap();
+        let index: usize = name.trim_start_matches("svc-").parse().unwrap();
+        assert_eq!(report["requests"].as_u64(), Some(totals[index]), "{name}");
+        assert_eq!(report["horizons"].as_array().unwrap().len(), 4);
+        let expected = modelled_seconds(&busy[name], duration, 3_600);
+        assert_eq!(
+            report["modelled_seconds"].as_u64(),
+            Some(expected),
+            "{name}"
+        );
+        modelled += expected;
+    }
+    let all = (with_traffic as u64) * duration;
+    assert!(
+        modelled * 2 < all,
+        "modelled {modelled} of {all} service-seconds"
+    );
+    eprintln!("modelled {modelled} of {all} service-seconds");
+
+    // Replay: every policy sees every request after the warm-up, and steps a part of the
+    // service-seconds (the quiet rest is billed in one step).
+    let runs = replay["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 5, "one setting of each policy");
+    let arrived = runs[0]["arrived"].as_f64().unwrap();
+    assert!(arrived > 0.0);
+    for run in runs {
+        assert_eq!(run["arrived"].as_f64(), Some(arrived), "{}", run["policy"]);
+        let stepped = run["stepped_seconds"].as_u64().unwrap();
+        eprintln!("{}: stepped {stepped}", run["policy"]);
+        assert!(
+            stepped * 3 < all * 2,
+            "{}: stepped {stepped} of {all} service-seconds",
+            run["policy"]
+        );
+        if run["policy"] != "forecourt" {
+            assert!(stepped * 4 < all, "{}: stepped {stepped}", run["policy"]);
+        }
+    }
+    assert_eq!(replay["services"].as_array().unwrap().len(), with_traffic);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The size the issue asks for, timed: `cargo test --release --test test_replay -- --ignored
+/// --nocapture` (4,000 services over two days; prints the seconds each command took).
+#[test]
+#[ignore = "a benchmark-sized run: minutes of CPU"]
+fn a_fleet_of_four_thousand_services_at_full_size() {
+    let dir = scratch_dir("fleet-trace-full");
+    let trace = dir.join("fleet.csv");
+    let started = std::time::Instant::now();
+    let totals = write_fleet_trace(&trace, 4_000, 2 * 86_400, 11);
+    eprintln!(
+        "wrote {} requests of 4,000 services over two days in {:.1?}",
+        totals.iter().sum::<u64>(),
+        started.elapsed()
+    );
+    let started = std::time::Instant::now();
+    let (forecast, replay) = forecast_and_replay(&trace);
+    eprintln!(
+        "forecast: evaluated in {:.1} s; replay (5 runs per service) and forecast together {:.1?}",
+        forecast["evaluated_in_seconds"].as_f64().unwrap(),
+        started.elapsed()
+    );
+    for run in replay["runs"].as_array().unwrap() {
+        eprintln!(
+            "  {}: stepped {} service-seconds, waited {:.3} %",
+            run["policy"], run["stepped_seconds"], run["waited_percent"]
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -470,3 +470,87 @@ pub fn check_with_promtool(text: &str) {
         let _ = std::fs::remove_dir_all(dir);
     }
 }
+
+/// Writes an alibaba-style trace (many services, one file, most of them idle most of the
+/// time) of `services` services over `seconds` seconds to `path` and returns its total
+/// requests per service, in service order. Deterministic for a `seed`.
+///
+/// Shapes, by service index: every 50th is busy all the time (about 1–8 requests/s); every
+/// third of the rest fires like a timer (a 5–60 s burst of 1–10/s every hour, two hours, six
+/// hours or day, at a fixed phase); the others are rare (about three bursts a day at random times, a few to a
+/// hundred seconds long).
+pub fn write_fleet_trace(path: &Path, services: usize, seconds: u64, seed: u64) -> Vec<u64> {
+    struct Draw(u64);
+    impl Draw {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n.max(1)
+        }
+    }
+    fn burst(
+        rows: &mut Vec<(u64, usize, u64)>,
+        draw: &mut Draw,
+        s: usize,
+        span: (u64, u64),
+        rate: u64,
+    ) {
+        for t in span.0..span.1 {
+            rows.push((t, s, rate + draw.below(3)));
+        }
+    }
+    let mut draw = Draw(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut rows: Vec<(u64, usize, u64)> = Vec::new();
+    for s in 0..services {
+        if s % 50 == 0 {
+            let rate = 1 + (s as u64 / 50) % 8;
+            for t in 0..seconds {
+                let n = draw.below(2 * rate + 1);
+                if n > 0 {
+                    rows.push((t, s, n));
+                }
+            }
+        } else if s % 3 == 0 {
+            let period = [3_600, 7_200, 21_600, 86_400][s % 4];
+            let (len, rate) = (5 + (s as u64 * 7) % 56, 1 + (s as u64 * 3) % 10);
+            let mut start = (s as u64 * 977) % period;
+            while start < seconds {
+                burst(
+                    &mut rows,
+                    &mut draw,
+                    s,
+                    (start, (start + len).min(seconds)),
+                    rate,
+                );
+                start += period;
+            }
+        } else {
+            for _ in 0..(seconds * 3).div_ceil(86_400) {
+                let (start, len, rate) =
+                    (draw.below(seconds), 3 + draw.below(100), 1 + draw.below(6));
+                burst(
+                    &mut rows,
+                    &mut draw,
+                    s,
+                    (start, (start + len).min(seconds)),
+                    rate,
+                );
+            }
+        }
+    }
+    rows.sort_unstable();
+    let mut totals = vec![0u64; services];
+    let file = std::fs::File::create(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut out = std::io::BufWriter::new(file);
+    let mut write = || -> std::io::Result<()> {
+        writeln!(out, "t,service,count")?;
+        for &(t, s, n) in &rows {
+            totals[s] += n;
+            writeln!(out, "{t},svc-{s:04},{n}")?;
+        }
+        out.flush()
+    };
+    write().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    totals
+}
