@@ -92,8 +92,11 @@ fn a_noisy_tenant_gets_429s_while_a_quiet_one_is_unaffected() {
     });
     let refused = noisy.iter().filter(|&&s| s == 429).count();
     let ok = noisy.iter().filter(|&&s| s == 200).count();
+    // The client offers what the machine lets it (366 requests in 3 s on a loaded CI run, at
+    // most 1,500 with its 2 ms pauses): more than its allowance, and what is beyond it is
+    // refused (the allowance itself is checked below).
     assert!(
-        refused > noisy.len() / 2,
+        noisy.len() > 260 && refused > 0,
         "noisy: {ok} ok, {refused} refused of {}",
         noisy.len()
     );
