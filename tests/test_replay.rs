@@ -138,29 +138,10 @@ fn scaling_a_trace_superposes_unless_told_to_multiply() {
         text.push_str(&format!("{t},api,5\n"));
     }
     std::fs::write(&trace, text).unwrap();
-    let replay = |extra: &[&str]| -> serde_json::Value {
-        json_output(
-            Command::new(forecourt_bin())
-                .args([
-                    "replay",
-                    "--json",
-                    "--utilization",
-                    "0.7",
-                    "--waiting-cost",
-                    "1",
-                ])
-                .args([
-                    "--forecourt-utilization",
-                    "0.7",
-                    "--warmup",
-                    "0s",
-                    "--scale",
-                    "4",
-                ])
-                .args(extra)
-                .arg("--trace")
-                .arg(&trace),
-        )
+    let replay = |extra: &[&str]| {
+        let mut args = vec!["--warmup", "0s", "--scale", "4"];
+        args.extend_from_slice(extra);
+        one_setting_replay(&trace, &args)
     };
     let superposed = replay(&[]);
     let multiplied = replay(&["--multiply"]);
@@ -197,6 +178,26 @@ fn scaling_a_trace_superposes_unless_told_to_multiply() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `forecourt replay --json` of `trace` at one target utilisation (0.7) and one waiting cost (1)
+/// for every policy, with `extra` arguments before the trace.
+fn one_setting_replay(trace: &std::path::Path, extra: &[&str]) -> serde_json::Value {
+    json_output(
+        Command::new(forecourt_bin())
+            .args([
+                "replay",
+                "--json",
+                "--utilization",
+                "0.7",
+                "--waiting-cost",
+                "1",
+            ])
+            .args(["--forecourt-utilization", "0.7"])
+            .args(extra)
+            .arg("--trace")
+            .arg(trace),
+    )
+}
+
 /// Runs `forecourt forecast` and a one-setting-per-policy `forecourt replay` on a fleet trace
 /// and returns both JSON documents.
 fn forecast_and_replay(trace: &std::path::Path) -> (serde_json::Value, serde_json::Value) {
@@ -207,20 +208,7 @@ fn forecast_and_replay(trace: &std::path::Path) -> (serde_json::Value, serde_jso
             .args(["forecast", "--json", "--trace"])
             .arg(trace),
     );
-    let replay = json_output(
-        Command::new(bin)
-            .args([
-                "replay",
-                "--json",
-                "--utilization",
-                "0.7",
-                "--waiting-cost",
-                "1",
-            ])
-            .args(["--forecourt-utilization", "0.7", "--rate-oracle-z", "1"])
-            .args(["--trace"])
-            .arg(trace),
-    );
+    let replay = one_setting_replay(trace, &["--rate-oracle-z", "1"]);
     eprintln!(
         "forecast {:.1} s, then replay: {:.1?} in all",
         forecast["evaluated_in_seconds"].as_f64().unwrap_or(0.0),
