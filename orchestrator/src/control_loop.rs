@@ -312,10 +312,12 @@ impl ControlLoop {
         }
     }
 
-    /// Stops publishing the forecast board, for a host with no admin API to read it (replay):
-    /// decisions never read it, so they are the same; a tick does less.
-    pub fn without_forecast_board(mut self) -> Self {
+    /// Stops publishing the forecast, scaling and version boards, for a host with no admin API
+    /// to read them (replay): decisions never read them, so they are the same; a tick does less.
+    pub fn without_boards(mut self) -> Self {
         self.forecasts = self.forecasts.without_board();
+        self.autoscaler = self.autoscaler.without_board();
+        self.predeploy = self.predeploy.without_board();
         self
     }
 

@@ -211,6 +211,8 @@ pub struct PreDeployer {
     /// Keyed by (service, version).
     memory: BTreeMap<(String, String), Memory>,
     board: Arc<ArcSwap<VersionBoard>>,
+    /// Whether each tick publishes `board` (not in replay: nothing reads it there).
+    publish: bool,
     failed_orders: u64,
 }
 
@@ -232,8 +234,16 @@ impl PreDeployer {
             orchestrator,
             memory: BTreeMap::new(),
             board,
+            publish: true,
             failed_orders: 0,
         }
+    }
+
+    /// Stops publishing the version board, for a host with no admin API to read it (replay);
+    /// orders are the same.
+    pub fn without_board(mut self) -> Self {
+        self.publish = false;
+        self
     }
 
     /// One pass over every flagged version: decide, and when `leading`, order what differs
@@ -302,11 +312,13 @@ impl PreDeployer {
                 self.memory.remove(&key);
             }
         }
-        self.board.store(Arc::new(VersionBoard {
-            leading,
-            versions: board,
-            failed_orders: self.failed_orders,
-        }));
+        if self.publish {
+            self.board.store(Arc::new(VersionBoard {
+                leading,
+                versions: board,
+                failed_orders: self.failed_orders,
+            }));
+        }
     }
 }
 

@@ -226,7 +226,7 @@ impl ForecourtReplay {
             &state,
             None,
         )
-        .without_forecast_board();
+        .without_boards();
         Self {
             predictive,
             state,
