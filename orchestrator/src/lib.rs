@@ -27,7 +27,7 @@
 //! | `kubernetes` | scale subresource, EndpointSlices, versions, leader and peer windows |
 //! | `predeploy`, `replay` | flagged versions; the trace-replay simulator |
 
-#![deny(unsafe_code)] // the one exception: `backend::local::sys` (child process signals)
+#![deny(unsafe_code)] // the exceptions: `backend::local::sys` (child process signals) and the forecast thread's priority (`control_loop`)
 
 pub mod backend;
 pub mod control_loop;
