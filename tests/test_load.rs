@@ -310,6 +310,16 @@ fn requests_leave_on_schedule() {
     let dir = scratch_dir("load");
     let _cleanup = Cleanup(dir.clone());
     let trace = write_trace(&dir, "trace.csv", TRACE.as_bytes());
+    let samples = dir.join("samples.csv");
+    // Request n is due at: second 0, 20 evenly; second 1, 40 evenly; second 2, 10 evenly; ÷ 2.
+    let due = |n: usize| -> f64 {
+        let t = match n {
+            0..20 => n as f64 / 20.0,
+            20..60 => 1.0 + (n - 20) as f64 / 40.0,
+            _ => 2.0 + (n - 60) as f64 / 10.0,
+        };
+        t / 2.0
+    };
     let target = format!("http://{}", recorder.addr);
     let report = load(
         &trace,
@@ -321,21 +331,56 @@ fn requests_leave_on_schedule() {
             "--speed",
             "2",
             "--json",
+            "--samples",
+            samples.to_str().unwrap(),
         ],
     )
     .json();
     assert_all_ok(&report, &[("shop", 60), ("api", 10)]);
+    // --samples: one line per answer, its scheduled wall-clock time exactly the schedule's.
+    let text = std::fs::read_to_string(&samples).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("service,scheduled_unix_us,latency_us,status")
+    );
+    let mut rows: Vec<(String, u64, u64)> = lines
+        .map(|line| {
+            let f: Vec<&str> = line.split(',').collect();
+            assert_eq!((f.len(), f[3]), (4, "200"), "{line}");
+            (
+                f[0].to_owned(),
+                f[1].parse().unwrap(),
+                f[2].parse().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(rows.len(), 70);
+    assert_eq!(rows.iter().filter(|r| r.0 == "api").count(), 10);
+    rows.sort_by_key(|r| r.1);
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    assert!(rows[0].1 < now_us && now_us - rows[0].1 < 60_000_000);
+    let scheduled: Vec<f64> = rows
+        .iter()
+        .map(|r| (r.1 - rows[0].1) as f64 / 1e6)
+        .collect();
+    let mut due_times: Vec<f64> = (0..70).map(due).collect();
+    due_times.sort_by(f64::total_cmp);
+    for (got, want) in scheduled.iter().zip(&due_times) {
+        assert!(
+            (got - want).abs() < 2e-6,
+            "scheduled at {got} s, due at {want} s"
+        );
+    }
+    assert!(
+        rows.iter().all(|r| r.2 < 10_000_000),
+        "latencies in µs under the timeout"
+    );
     let arrivals = recorder.arrivals.lock().unwrap().clone();
     assert_eq!(arrivals.len(), 70);
-    // Request n is due at: second 0, 20 evenly; second 1, 40 evenly; second 2, 10 evenly; ÷ 2.
-    let due = |n: usize| -> f64 {
-        let t = match n {
-            0..20 => n as f64 / 20.0,
-            20..60 => 1.0 + (n - 20) as f64 / 40.0,
-            _ => 2.0 + (n - 60) as f64 / 10.0,
-        };
-        t / 2.0
-    };
     let first = arrivals.iter().map(|(at, _)| *at).min().unwrap();
     let mut offsets: Vec<(usize, f64)> = arrivals
         .iter()

@@ -124,6 +124,10 @@ pub struct LoadArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Also write every answered request to this CSV (`service,scheduled_unix_us,latency_us,
+    /// status`), for analyses by time (e.g. requests that overlapped a control-loop tick).
+    #[arg(long, value_name = "FILE")]
+    pub samples: Option<PathBuf>,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -541,6 +545,10 @@ fn classify(error: &hyper_util::client::legacy::Error) -> ErrorKind {
     }
 }
 
+/// One answer for `--samples`: its scheduled time (µs since the run's origin), latency (µs)
+/// and status.
+type Sample = (u64, u64, u16);
+
 /// What one service's finished requests added up to.
 #[derive(Debug, Clone)]
 struct Finished {
@@ -553,6 +561,8 @@ struct Finished {
     latency: Histogram<u64>,
     /// Scheduled time to the moment the request was handed to the client (µs).
     lag: Histogram<u64>,
+    /// With `--samples`: each answer in the order it came back.
+    samples: Vec<Sample>,
 }
 
 impl Finished {
@@ -566,6 +576,7 @@ impl Finished {
             waited: 0,
             latency: histogram()?,
             lag: histogram()?,
+            samples: Vec::new(),
         })
     }
 
@@ -605,6 +616,8 @@ struct Shared {
     in_flight: AtomicU64,
     ok: AtomicU64,
     failed: AtomicU64,
+    /// With `--samples`: the instant sample times count from.
+    sample_origin: Option<Instant>,
 }
 
 impl Shared {
@@ -644,6 +657,12 @@ impl Shared {
                     let class = usize::from(status.as_u16() / 100).clamp(1, 5);
                     finished.status[class - 1] += 1;
                     finished.latency.saturating_record(micros(latency));
+                    if let Some(origin) = self.sample_origin {
+                        let at = micros(scheduled.saturating_duration_since(origin));
+                        finished
+                            .samples
+                            .push((at, micros(latency), status.as_u16()));
+                    }
                     if status.is_success() {
                         finished.ok += 1;
                         ok = true;
@@ -1069,7 +1088,14 @@ async fn drive(plan: &Plan, args: &LoadArgs, targets: Targets) -> anyhow::Result
         in_flight: AtomicU64::new(0),
         ok: AtomicU64::new(0),
         failed: AtomicU64::new(0),
+        sample_origin: args.samples.as_ref().map(|_| Instant::now()),
     });
+    // The wall-clock time of `sample_origin`, so samples line up with other processes' clocks.
+    let origin_unix_us = micros(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default(),
+    );
     let targets = Arc::new(targets);
     let mut dispatched: Vec<Dispatched> = plan
         .planned(args.scale)
@@ -1186,6 +1212,7 @@ async fn drive(plan: &Plan, args: &LoadArgs, targets: Targets) -> anyhow::Result
     let mut total_dispatched = Dispatched::default();
     let mut total = Finished::new()?;
     let mut services = Vec::with_capacity(plan.services.len());
+    let mut samples = Vec::new();
     for (i, name) in plan.services.iter().enumerate() {
         let Some(mut finished) = shared.lock(i) else {
             continue;
@@ -1193,6 +1220,7 @@ async fn drive(plan: &Plan, args: &LoadArgs, targets: Targets) -> anyhow::Result
         // Still out: counted once, here; their tasks are dropped with the runtime.
         let unfinished = shared.services[i].in_flight.swap(0, Ordering::Relaxed);
         finished.errors[ErrorKind::Unfinished as usize] += unfinished;
+        samples.push((name, std::mem::take(&mut finished.samples)));
         let snapshot = finished.clone();
         drop(finished);
         let d = dispatched[i];
@@ -1209,6 +1237,10 @@ async fn drive(plan: &Plan, args: &LoadArgs, targets: Targets) -> anyhow::Result
                 send_window.as_secs_f64(),
             ),
         });
+    }
+    if let Some(path) = &args.samples {
+        write_samples(path, origin_unix_us, &samples)
+            .with_context(|| format!("{}: cannot write the samples", path.display()))?;
     }
     Ok(LoadReport {
         trace: args.trace.display().to_string(),
@@ -1229,6 +1261,24 @@ async fn drive(plan: &Plan, args: &LoadArgs, targets: Targets) -> anyhow::Result
         ),
         services,
     })
+}
+
+/// Writes `--samples`: one line per answered request, in service order, then in the order the
+/// answers came back.
+fn write_samples(
+    path: &std::path::Path,
+    origin_unix_us: u64,
+    samples: &[(&String, Vec<Sample>)],
+) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(out, "service,scheduled_unix_us,latency_us,status")?;
+    for (service, answers) in samples {
+        for &(at, latency, status) in answers {
+            let at = origin_unix_us.saturating_add(at);
+            writeln!(out, "{service},{at},{latency},{status}")?;
+        }
+    }
+    out.flush()
 }
 
 #[cfg(test)]
