@@ -18,16 +18,22 @@ the backends and `forecourt run`, waits for every service to be ready, then meas
   send times, latency from each request's scheduled time; the control loop ticks once a second, so
   every tick falls inside the load),
   next to the same trace sent to a backend directly;
+- that latency split in two: the requests in flight while the control loop ticked (it starts a
+  tick 20 ms into every wall-clock second; a tick is taken to last the p99 bucket bound of the
+  ticks during the load) and the others, p50 and p99 of each, with the direct run split at the
+  same times for comparison (`forecourt load --samples` gives each request's scheduled wall-clock
+  time and latency);
 - with --active N (default 1,000; 0 skips it), for the row with N services: every service gets
   1 request a second for --active-seconds, so each holds a forecast ensemble, then the idle
-  measurements are repeated with all of them modelled (row "N active").
+  measurements and the load are repeated with all of them modelled (row "N active").
 
-Prints a Markdown table and writes it, with the raw numbers as JSON, to --out.
+Prints two Markdown tables and writes them, with the raw numbers as JSON, to --out.
 """
 
 import argparse
 import http.client
 import json
+import math
 import os
 import signal
 import socket
@@ -138,8 +144,10 @@ def metric_value(admin_port, prefix):
 
 def load(bin_path, port, services, rate, seconds, workdir, name):
     """`forecourt load` of `rate` req/s spread evenly over `services` for `seconds` to
-    127.0.0.1:port (path /SERVICE/x); returns its total report."""
+    127.0.0.1:port (path /SERVICE/x); returns its total report and its samples
+    [(scheduled unix s, latency s)]."""
     trace = os.path.join(workdir, f"{name}.csv")
+    samples = os.path.join(workdir, f"{name}.samples.csv")
     per_service = rate / len(services)
     with open(trace, "w") as f:
         f.write("t,service,count\n")
@@ -154,9 +162,62 @@ def load(bin_path, port, services, rate, seconds, workdir, name):
     out = subprocess.run(
         [bin_path, "load", "--trace", trace, "--target", f"http://127.0.0.1:{port}",
          "--path-template", "/{service}/x", "--precise-timing", "--spread", "random", "--json",
-         "--max-duration", f"{int(seconds) + 5}s"],
+         "--max-duration", f"{int(seconds) + 5}s", "--samples", samples],
         capture_output=True, check=True)
-    return json.loads(out.stdout)["total"]
+    with open(samples) as f:
+        next(f)
+        rows = [line.split(",") for line in f]
+    return json.loads(out.stdout)["total"], [(int(r[1]) / 1e6, int(r[2]) / 1e6) for r in rows]
+
+
+# The control loop starts a tick this far into every wall-clock second
+# (orchestrator/src/control_loop.rs, TICK_OFFSET_MS).
+TICK_OFFSET_S = 0.020
+
+
+def split_by_tick(samples, tick_s):
+    """Latency p50 / p99 (ms) and count of the requests whose flight [scheduled, scheduled +
+    latency] overlapped a control-loop tick (taken as [k s + TICK_OFFSET_S, + tick_s]), and of
+    the others."""
+    during, outside = [], []
+    for at, latency in samples:
+        start = at - TICK_OFFSET_S
+        second = math.floor(start)
+        # Overlaps the tick of its own second, or reaches the next one.
+        hit = start - second < tick_s or start + latency >= second + 1
+        (during if hit else outside).append(latency)
+    ms = lambda v: None if v is None else round(v * 1000, 2)
+    return {
+        "during_n": len(during), "during_p50_ms": ms(quantile(during, 0.5)),
+        "during_p99_ms": ms(quantile(during, 0.99)),
+        "outside_n": len(outside), "outside_p50_ms": ms(quantile(outside, 0.5)),
+        "outside_p99_ms": ms(quantile(outside, 0.99)),
+    }
+
+
+def latency_during_ticks(args, admin_port, proxy_port, direct_port, sample, workdir, name):
+    """Load through the proxy and straight to a backend; latency split by whether each request
+    was in flight while the control loop ticked (the direct run split at the same times: what
+    the split alone does on this machine)."""
+    direct, direct_samples = load(args.bin, direct_port, sample, args.rate, args.load, workdir,
+                                  f"{name}-direct")
+    before = ticks(admin_port)
+    proxied, proxied_samples = load(args.bin, proxy_port, sample, args.rate, args.load, workdir,
+                                    f"{name}-proxied")
+    tick_p99 = histogram_quantile(before, ticks(admin_port), 0.99) or 0.0
+    row = {
+        "direct_p50_ms": direct["latency_ms"]["p50"],
+        "direct_p99_ms": direct["latency_ms"]["p99"],
+        "proxied_p50_ms": proxied["latency_ms"]["p50"],
+        "proxied_p99_ms": proxied["latency_ms"]["p99"],
+        "proxied_max_ms": proxied["latency_ms"]["max"],
+        "load_tick_p99_ms": round(tick_p99 * 1000, 2),
+        "errors": direct["failed"] + proxied["failed"],
+    }
+    for prefix, samples in (("proxied", proxied_samples), ("direct", direct_samples)):
+        split = split_by_tick(samples, tick_p99)
+        row.update({f"{prefix}_{k}": v for k, v in split.items()})
+    return row
 
 
 def quantile(values, q):
@@ -234,26 +295,22 @@ def run_one(args, n, workdir):
         row.update(measure_idle(args, proxy.pid, admin_port))
         sample = [f"svc-{i:05}" for i in range(0, n, max(1, n // 100))]
         say(f"{n} services: load {args.rate} req/s for {args.load} s over {len(sample)} services")
-        direct = load(args.bin, backends[0], sample, args.rate, args.load, workdir, "direct")
-        proxied = load(args.bin, proxy_port, sample, args.rate, args.load, workdir, "proxied")
-        row.update({
-            "direct_p50_ms": direct["latency_ms"]["p50"],
-            "direct_p99_ms": direct["latency_ms"]["p99"],
-            "proxied_p50_ms": proxied["latency_ms"]["p50"],
-            "proxied_p99_ms": proxied["latency_ms"]["p99"],
-            "proxied_max_ms": proxied["latency_ms"]["max"],
-            "errors": direct["failed"] + proxied["failed"],
-        })
+        row.update(latency_during_ticks(args, admin_port, proxy_port, backends[0], sample,
+                                        workdir, f"idle-{n}"))
         rows.append(row)
         if n == args.active:
             services = [f"svc-{i:05}" for i in range(n)]
             say(f"{n} services: 1 req/s each for {args.active_seconds} s")
-            busy = load(args.bin, proxy_port, services, n, args.active_seconds, workdir, "active")
+            busy, _ = load(args.bin, proxy_port, services, n, args.active_seconds, workdir,
+                           "active")
             time.sleep(2)
-            active = {"services": f"{n:,} active", "ready_seconds": row["ready_seconds"],
-                      "errors": busy["failed"]}
+            active = {"services": f"{n:,} active", "ready_seconds": row["ready_seconds"]}
             active.update(measure_idle(args, proxy.pid, admin_port))
-            active.update({k: row[k] for k in row if k.startswith(("direct", "proxied"))})
+            # Every service stays modelled for an hour after its last request: the load below
+            # runs while each tick forecasts all of them.
+            active.update(latency_during_ticks(args, admin_port, proxy_port, backends[0], sample,
+                                               workdir, f"active-{n}"))
+            active["errors"] += busy["failed"]
             rows.append(active)
         return rows
     finally:
@@ -283,6 +340,24 @@ def table(rows):
     return head + body
 
 
+def tick_table(rows):
+    """Request latency split by whether the request was in flight during a control-loop tick."""
+    head = ("| services | tick p99 under load | proxied, in flight during a tick: n, p50 / p99 "
+            "| proxied, the others: n, p50 / p99 | p99 added by ticks "
+            "| direct, same split: during / others p99 |\n|---|---|---|---|---|---|\n")
+    body = ""
+    for r in rows:
+        added = (None if r["proxied_during_p99_ms"] is None or r["proxied_outside_p99_ms"] is None
+                 else round(r["proxied_during_p99_ms"] - r["proxied_outside_p99_ms"], 2))
+        body += (f'| {r["services"]} | ≤ {r["load_tick_p99_ms"]} ms '
+                 f'| {r["proxied_during_n"]:,}: {r["proxied_during_p50_ms"]} / '
+                 f'{r["proxied_during_p99_ms"]} ms '
+                 f'| {r["proxied_outside_n"]:,}: {r["proxied_outside_p50_ms"]} / '
+                 f'{r["proxied_outside_p99_ms"]} ms | {added} ms '
+                 f'| {r["direct_during_p99_ms"]} / {r["direct_outside_p99_ms"]} ms |\n')
+    return head + body
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--services", default="100,1000,10000")
@@ -290,8 +365,8 @@ def main():
     ap.add_argument("--health-interval", default="30s")
     ap.add_argument("--idle", type=float, default=30.0, help="idle window, seconds")
     ap.add_argument("--settle", type=float, default=10.0, help="wait after ready, seconds")
-    ap.add_argument("--rate", type=float, default=200.0, help="load, req/s")
-    ap.add_argument("--load", type=float, default=10.0, help="load duration, seconds")
+    ap.add_argument("--rate", type=float, default=500.0, help="load, req/s")
+    ap.add_argument("--load", type=float, default=40.0, help="load duration, seconds")
     ap.add_argument("--start-timeout", type=float, default=300.0)
     ap.add_argument("--active", type=int, default=1000,
                     help="the row whose services all get traffic first (0: none)")
@@ -312,7 +387,7 @@ def main():
     stamp = time.strftime("%Y%m%d-%H%M%S")
     with open(os.path.join(args.out, f"scale-{stamp}.json"), "w") as f:
         json.dump(rows, f, indent=1)
-    text = table(rows)
+    text = table(rows) + "\n" + tick_table(rows)
     with open(os.path.join(args.out, f"scale-{stamp}.md"), "w") as f:
         f.write(text)
     print(text)

@@ -28,7 +28,8 @@
 //! for), and calm seconds pay only for calm misses. The calm window is an hour so that the high
 //! quantiles a costly wait asks for (0.99 and up) are read from enough samples; the behind
 //! window fills only while behind, so its 1,800 residuals span several crowds. Residuals are
-//! kept as `f32` (43 KB per horizon with the sorted copies; one window of 3,600 was 28 KB).
+//! kept as `f32` (43 KB per horizon with the sorted copies, and up to 1.3 KB of values
+//! evicted between re-sorts; one window of 3,600 was 28 KB).
 
 /// Standardized residuals kept per horizon for calm seconds (an hour of seconds).
 pub const DEMAND_WINDOW: usize = 3600;
