@@ -27,6 +27,9 @@ the backends and `forecourt run`, waits for every service to be ready, then meas
   1 request a second for --active-seconds, so each holds a forecast ensemble, then the idle
   measurements and the load are repeated with all of them modelled (row "N active").
 
+By default (--no-pin turns it off) the proxy runs on CPU 0 and the backends and load generator
+on the other CPUs (taskset), so a tick competes only with the proxy's own threads.
+
 Prints two Markdown tables and writes them, with the raw numbers as JSON, to --out.
 """
 
@@ -35,6 +38,7 @@ import http.client
 import json
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -142,6 +146,18 @@ def metric_value(admin_port, prefix):
                if l.startswith(prefix))
 
 
+# With --pin: the proxy on CPU 0, backends and load generator on the others, so what slows a
+# request during a tick is the proxy's own work, not the load generator's.
+PIN = {"proxy": [], "others": []}
+
+
+def pin(cpus):
+    """Sets PIN for `cpus` CPUs (nothing with fewer than two, or without taskset)."""
+    if cpus >= 2 and shutil.which("taskset"):
+        PIN["proxy"] = ["taskset", "-c", "0"]
+        PIN["others"] = ["taskset", "-c", f"1-{cpus - 1}"]
+
+
 def load(bin_path, port, services, rate, seconds, workdir, name):
     """`forecourt load` of `rate` req/s spread evenly over `services` for `seconds` to
     127.0.0.1:port (path /SERVICE/x); returns its total report and its samples
@@ -160,7 +176,7 @@ def load(bin_path, port, services, rate, seconds, workdir, name):
                 if n:
                     f.write(f"{t},{svc},{n}\n")
     out = subprocess.run(
-        [bin_path, "load", "--trace", trace, "--target", f"http://127.0.0.1:{port}",
+        PIN["others"] + [bin_path, "load", "--trace", trace, "--target", f"http://127.0.0.1:{port}",
          "--path-template", "/{service}/x", "--precise-timing", "--spread", "random", "--json",
          "--max-duration", f"{int(seconds) + 5}s", "--samples", samples],
         capture_output=True, check=True)
@@ -274,7 +290,7 @@ def run_one(args, n, workdir):
         for _ in range(min(args.backends, n)):
             port = free_port()
             procs.append(subprocess.Popen(
-                [args.bin, "backend", "--port", str(port)],
+                PIN["others"] + [args.bin, "backend", "--port", str(port)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             backends.append(port)
         proxy_port, admin_port = free_port(), free_port()
@@ -283,7 +299,8 @@ def run_one(args, n, workdir):
             f.write(policy(n, proxy_port, admin_port, backends, args.health_interval))
         log = open(os.path.join(workdir, f"forecourt-{n}.log"), "w")
         started = time.time()
-        proxy = subprocess.Popen([args.bin, "run", "--config", path], stdout=log, stderr=log)
+        proxy = subprocess.Popen(PIN["proxy"] + [args.bin, "run", "--config", path], stdout=log,
+                                 stderr=log)
         procs.append(proxy)
         if not wait_ready(admin_port, n, args.start_timeout):
             raise RuntimeError(f"{n} services not ready within {args.start_timeout} s "
@@ -291,7 +308,8 @@ def run_one(args, n, workdir):
         ready_secs = time.time() - started
         say(f"{n} services ready in {ready_secs:.1f} s; settling {args.settle} s")
         time.sleep(args.settle)
-        row = {"services": f"{n:,}", "ready_seconds": round(ready_secs, 1)}
+        row = {"services": f"{n:,}", "ready_seconds": round(ready_secs, 1),
+               "pinned": " ".join(PIN["proxy"] + ["|"] + PIN["others"])}
         row.update(measure_idle(args, proxy.pid, admin_port))
         sample = [f"svc-{i:05}" for i in range(0, n, max(1, n // 100))]
         say(f"{n} services: load {args.rate} req/s for {args.load} s over {len(sample)} services")
@@ -304,7 +322,8 @@ def run_one(args, n, workdir):
             busy, _ = load(args.bin, proxy_port, services, n, args.active_seconds, workdir,
                            "active")
             time.sleep(2)
-            active = {"services": f"{n:,} active", "ready_seconds": row["ready_seconds"]}
+            active = {"services": f"{n:,} active", "ready_seconds": row["ready_seconds"],
+                      "pinned": row["pinned"]}
             active.update(measure_idle(args, proxy.pid, admin_port))
             # Every service stays modelled for an hour after its last request: the load below
             # runs while each tick forecasts all of them.
@@ -373,7 +392,11 @@ def main():
     ap.add_argument("--active-seconds", type=float, default=70.0)
     ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "forecourt"))
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    ap.add_argument("--no-pin", action="store_true",
+                    help="do not pin the proxy to CPU 0 and the rest to the other CPUs")
     args = ap.parse_args()
+    if not args.no_pin:
+        pin(os.cpu_count() or 1)
     if not os.access(args.bin, os.X_OK):
         sys.exit(f"no forecourt binary at {args.bin}: cargo build --release -p forecourt-proxy")
     counts = [int(s) for s in args.services.split(",") if s.strip()]
